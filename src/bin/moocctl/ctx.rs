@@ -1,0 +1,148 @@
+//! What every subcommand shares: the global flags, the configuration and application (opened on
+//! first use), output helpers (tables, JSON, times) and confirmation of destructive actions.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use comfy_table::{ContentArrangement, Table, presets};
+use mooc_lti::app::App;
+use mooc_lti::config::Config;
+use serde::Serialize;
+use tokio::sync::OnceCell;
+
+/// Flags every subcommand takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Configuration file [default: $MOOC_CONFIG, else ./pool.yaml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Print JSON instead of tables (read commands); stdout then carries JSON only
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Do not ask before destructive actions (required when stdin is not a terminal)
+    #[arg(long, short = 'y', global = true)]
+    pub yes: bool,
+    /// Print only errors and requested data
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+}
+
+pub struct Ctx {
+    pub global: Global,
+    app: OnceCell<Arc<App>>,
+}
+
+pub const OK: ExitCode = ExitCode::SUCCESS;
+
+/// Exit code 1: nothing matched, or a check failed.
+pub fn not_found() -> ExitCode {
+    ExitCode::from(1)
+}
+
+impl Ctx {
+    pub fn new(global: Global) -> Ctx {
+        Ctx {
+            global,
+            app: OnceCell::new(),
+        }
+    }
+
+    /// The configuration, database and Docker clients, opened once.
+    pub async fn app(&self) -> anyhow::Result<&Arc<App>> {
+        self.app
+            .get_or_try_init(|| async {
+                let config = Config::load(self.global.config.as_deref())?;
+                let app = App::open(config, &actor()).await?;
+                Ok::<_, anyhow::Error>(Arc::new(app))
+            })
+            .await
+    }
+
+    /// Prints a line of human output (suppressed by `--quiet` and in JSON mode).
+    pub fn say(&self, line: impl AsRef<str>) -> anyhow::Result<()> {
+        if self.global.quiet || self.global.json {
+            return Ok(());
+        }
+        writeln!(std::io::stdout().lock(), "{}", line.as_ref())?;
+        Ok(())
+    }
+
+    /// Prints data: the value as JSON with `--json`, else the table.
+    pub fn emit<T: Serialize>(
+        &self,
+        value: &T,
+        table: impl FnOnce() -> Table,
+    ) -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        if self.global.json {
+            serde_json::to_writer_pretty(&mut out, value)?;
+            writeln!(out)?;
+        } else {
+            writeln!(out, "{}", table())?;
+        }
+        Ok(())
+    }
+
+    /// Asks before a destructive action: a prompt on a terminal, else `--yes` is required.
+    pub fn confirm(&self, question: &str) -> anyhow::Result<()> {
+        if self.global.yes {
+            return Ok(());
+        }
+        if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+            bail!(
+                "refusing without --yes: {question} (stdin is not a terminal, so there is no one to ask)"
+            );
+        }
+        let yes = dialoguer::Confirm::new()
+            .with_prompt(question)
+            .default(false)
+            .interact()
+            .context("cannot read the answer")?;
+        if !yes {
+            bail!("cancelled");
+        }
+        Ok(())
+    }
+}
+
+/// Who is acting: `SUDO_USER` (the admin behind sudo), else `USER`.
+pub fn actor() -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// A table sized to the terminal, plain when output is not a terminal.
+pub fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(presets::UTF8_FULL_CONDENSED);
+    if !std::io::stdout().is_terminal() || std::env::var_os("NO_COLOR").is_some() {
+        t.load_style(presets::NOTHING);
+        t.set_content_arrangement(ContentArrangement::Disabled);
+    } else {
+        t.set_content_arrangement(ContentArrangement::Dynamic);
+    }
+    t.set_header(header.to_vec());
+    t
+}
+
+/// A stored time (UTC seconds) as RFC 3339.
+pub fn time(secs: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// True when the error is a write to a closed pipe.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
+    })
+}

@@ -1,0 +1,91 @@
+//! The context both binaries build once: configuration, database, Docker hosts, HTTP client and the
+//! deployment id. Everything else takes `&App`.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use crate::config::{Config, PoolConfig};
+use crate::docker::{DockerError, DockerHost};
+use crate::http::HttpClient;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+}
+
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub hosts: Vec<Arc<DockerHost>>,
+    pub http: HttpClient,
+    /// Put on every Docker object as `mooc-lti.deployment`, so reconcile never touches another
+    /// deployment's containers on a shared engine.
+    pub deployment: String,
+    /// The signature base string URI of `{public_url}/lti/launch`, computed once.
+    pub launch_base_uri: String,
+    /// Who acts, for the event log: `server` or the admin's identity.
+    pub actor: String,
+    /// Pools with a background refill running in this process (single flight).
+    refilling: Mutex<HashSet<String>>,
+}
+
+impl App {
+    /// Connects to the database (migrating it) and prepares a client per Docker host. No Docker call
+    /// is made here, so a host that is down does not stop anything from starting.
+    pub async fn open(config: Config, actor: &str) -> Result<App, AppError> {
+        let store = Store::connect(&config.database_url).await?;
+        let deployment = store.deployment_id().await?;
+        let hosts = config
+            .docker_hosts
+            .iter()
+            .map(|h| DockerHost::new(h).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let launch_base_uri = crate::lti::base_string_uri(&config.server.public_url.launch_url());
+        Ok(App {
+            launch_base_uri,
+            config,
+            store,
+            hosts,
+            http: HttpClient::new(),
+            deployment,
+            actor: actor.to_owned(),
+            refilling: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Arc<DockerHost>> {
+        self.hosts.iter().find(|h| h.name() == name)
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.config.pool(name)
+    }
+
+    /// Marks a pool as being refilled; false when a refill is already running here.
+    pub(crate) fn begin_refill(&self, pool: &str) -> bool {
+        self.refilling
+            .lock()
+            .expect("refill set lock")
+            .insert(pool.to_owned())
+    }
+
+    pub(crate) fn end_refill(&self, pool: &str) {
+        self.refilling.lock().expect("refill set lock").remove(pool);
+    }
+
+    /// Appends to the event log; a failure to log is reported on stderr, never fatal.
+    pub async fn event(&self, level: &str, kind: &str, message: &str) {
+        if let Err(e) = self
+            .store
+            .event(level, kind, &self.actor, message, crate::now())
+            .await
+        {
+            tracing::warn!("cannot write event {kind}: {e}");
+        }
+    }
+}

@@ -1,0 +1,795 @@
+//! The database: one seam over SQLite (the embedded default) and PostgreSQL (several servers), picked
+//! from the URL scheme. Owns every SQL statement, the embedded migrations and the atomic claims.
+//!
+//! Statements are written once with `$N` placeholders, which both backends accept; where the dialects
+//! differ (row locking) each backend gets its own text. Times are UTC seconds since the epoch.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+use crate::config::DatabaseUrl;
+use crate::secret::Secret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("cannot migrate database {url}: {source}")]
+    Migrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// True when the database refused a write because it is locked, read-only or full: the caller
+    /// should answer "try again later", not "bug".
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Sql(sqlx::Error::Database(e)) => {
+                let msg = e.message().to_ascii_lowercase();
+                msg.contains("locked")
+                    || msg.contains("readonly")
+                    || msg.contains("read-only")
+                    || msg.contains("disk")
+                    || msg.contains("full")
+            }
+            StoreError::Sql(
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
+            ) => true,
+            StoreError::Connect { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Life of a notebook container (DESIGN.md section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerState {
+    /// Row reserved, Docker objects being created.
+    Creating,
+    /// Started; waiting for Jupyter to answer.
+    Warming,
+    /// Jupyter answers; waiting for a learner.
+    Ready,
+    /// Serving one learner.
+    Assigned,
+    /// A learner's container, stopped (culled or died); started again on their next launch.
+    Stopped,
+    /// Gone from Docker; the row is history.
+    Removed,
+    /// Could not be created or never became ready; never handed out.
+    Failed,
+}
+
+impl ContainerState {
+    pub const ALL: [ContainerState; 7] = [
+        ContainerState::Creating,
+        ContainerState::Warming,
+        ContainerState::Ready,
+        ContainerState::Assigned,
+        ContainerState::Stopped,
+        ContainerState::Removed,
+        ContainerState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerState::Creating => "creating",
+            ContainerState::Warming => "warming",
+            ContainerState::Ready => "ready",
+            ContainerState::Assigned => "assigned",
+            ContainerState::Stopped => "stopped",
+            ContainerState::Removed => "removed",
+            ContainerState::Failed => "failed",
+        }
+    }
+
+    /// States of a container that exists (or is about to) and counts against a pool's `max`.
+    pub fn is_live(self) -> bool {
+        !matches!(self, ContainerState::Removed | ContainerState::Failed)
+    }
+}
+
+impl FromStr for ContainerState {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        ContainerState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "{s:?} is not a state (one of creating, warming, ready, assigned, stopped, removed, failed)"
+                )
+            })
+    }
+}
+
+impl std::fmt::Display for ContainerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A registered LMS. The secret is not part of this struct, so listing never exposes it.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct Consumer {
+    pub key: String,
+    pub name: Option<String>,
+    pub enabled: bool,
+    pub created_at: i64,
+}
+
+/// A container row. `token` is skipped when serialised and hidden in `Debug`.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct ContainerRow {
+    pub id: i64,
+    pub name: String,
+    pub pool: String,
+    pub host: String,
+    pub docker_id: Option<String>,
+    pub port: Option<i64>,
+    #[serde(skip)]
+    #[sqlx(try_from = "String")]
+    pub token: Secret,
+    pub volume: String,
+    #[sqlx(try_from = "String")]
+    pub state: StateColumn,
+    pub user_id: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub ready_at: Option<i64>,
+    pub assigned_at: Option<i64>,
+    pub last_activity: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// A state read from the database; an unknown text (a newer version's state) reads as `Failed` so it
+/// is never handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct StateColumn(pub ContainerState);
+
+impl From<String> for StateColumn {
+    fn from(s: String) -> StateColumn {
+        StateColumn(s.parse().unwrap_or(ContainerState::Failed))
+    }
+}
+
+impl ContainerRow {
+    pub fn state(&self) -> ContainerState {
+        self.state.0
+    }
+}
+
+macro_rules! container_cols {
+    () => {
+        "id, name, pool, host, docker_id, port, token, volume, state, user_id, created_at, updated_at, \
+         ready_at, assigned_at, last_activity, error"
+    };
+}
+
+/// A volume row: a learner's files in one pool, on one host.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct VolumeRow {
+    pub name: String,
+    pub pool: String,
+    pub host: String,
+    pub user_id: Option<i64>,
+    pub created_at: i64,
+    pub claimed_at: Option<i64>,
+}
+
+/// What a launch records, whatever its outcome.
+#[derive(Debug, Clone, Default)]
+pub struct NewSession<'a> {
+    pub at: i64,
+    pub user_id: Option<i64>,
+    pub consumer_key: &'a str,
+    pub context_id: Option<&'a str>,
+    pub resource_link_id: Option<&'a str>,
+    pub roles: Option<&'a str>,
+    pub remote_addr: Option<String>,
+    pub pool: Option<&'a str>,
+    pub outcome: &'a str,
+    pub container_id: Option<i64>,
+}
+
+/// A container to reserve before any Docker call.
+#[derive(Debug, Clone)]
+pub struct Reservation<'a> {
+    pub name: &'a str,
+    pub pool: &'a str,
+    pub host: &'a str,
+    pub token: &'a Secret,
+    pub volume: &'a str,
+    /// True when `volume` is new and its row must be created with the container.
+    pub new_volume: bool,
+    /// Set for an on-demand container made for one learner; `None` for a warm one.
+    pub user_id: Option<i64>,
+    pub now: i64,
+    /// Most live containers in the pool.
+    pub max: i64,
+    /// For warm reservations: most ready-or-coming unassigned containers in the pool.
+    pub warm: i64,
+}
+
+/// How a reservation went.
+#[derive(Debug)]
+pub enum Reserved {
+    Row(Box<ContainerRow>),
+    /// The pool is at `max` (or, for warm reservations, at its warm target).
+    Full,
+    /// The learner already has a live container in this pool (a concurrent launch made it).
+    UserHasOne,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The database handle. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+/// Runs `$body` with `$pool` bound to the backend's concrete pool: the statement is written once and
+/// type-checked for each backend.
+macro_rules! with_pool {
+    ($self:expr, $pool:ident => $body:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($pool) => $body,
+            Backend::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// A 64-bit key for PostgreSQL advisory locks (FNV-1a: stable across processes and versions).
+fn lock_key(name: &str) -> i64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h as i64
+}
+
+impl Store {
+    /// Opens the database named by the URL (creating an SQLite file when missing) and applies the
+    /// embedded migrations.
+    pub async fn connect(url: &DatabaseUrl) -> Result<Store> {
+        let redacted = url.redacted();
+        let connect_err = |source| StoreError::Connect {
+            url: redacted.clone(),
+            source,
+        };
+        let store = if url.0.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(&url.0)
+                .map_err(connect_err)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .pragma("temp_store", "memory");
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(15))
+                .connect_with(options)
+                .await
+                .map_err(connect_err)?;
+            sqlx::migrate!("migrations/sqlite")
+                .run(&pool)
+                .await
+                .map_err(|source| StoreError::Migrate {
+                    url: redacted.clone(),
+                    source,
+                })?;
+            Store {
+                backend: Backend::Sqlite(pool),
+            }
+        } else {
+            let options = PgConnectOptions::from_str(&url.0).map_err(connect_err)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(15))
+                .connect_with(options)
+                .await
+                .map_err(connect_err)?;
+            // Two processes starting at once must not both run the migrations.
+            sqlx::migrate!("migrations/postgres")
+                .run(&pool)
+                .await
+                .map_err(|source| StoreError::Migrate {
+                    url: redacted.clone(),
+                    source,
+                })?;
+            Store {
+                backend: Backend::Postgres(pool),
+            }
+        };
+        Ok(store)
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await)
+    }
+
+    /// This deployment's id: made once, stored, and put on every Docker object so that reconcile only
+    /// ever touches its own containers.
+    pub async fn deployment_id(&self) -> Result<String> {
+        let candidate = crate::secret::random_hex(6);
+        with_pool!(self, pool => {
+            sqlx::query("INSERT INTO meta (key, value) VALUES ('deployment', $1) ON CONFLICT (key) DO NOTHING")
+                .bind(&candidate)
+                .execute(pool)
+                .await?;
+            Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = 'deployment'")
+                .fetch_one(pool)
+                .await?)
+        })
+    }
+
+    /// A cheap round trip, for health checks.
+    pub async fn ping(&self) -> Result<()> {
+        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await?.rows_affected());
+        Ok(())
+    }
+
+    // ---- consumers ----
+
+    /// Registers a consumer; false when the key exists already.
+    pub async fn add_consumer(
+        &self,
+        key: &str,
+        secret: &Secret,
+        name: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        let done = with_pool!(self, pool => sqlx::query(
+            "INSERT INTO consumers (key, secret, name, enabled, created_at) VALUES ($1, $2, $3, TRUE, $4) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(secret.expose())
+        .bind(name)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done == 1)
+    }
+
+    pub async fn list_consumers(&self) -> Result<Vec<Consumer>> {
+        Ok(with_pool!(self, pool => sqlx::query_as(
+            "SELECT key, name, enabled, created_at FROM consumers ORDER BY key",
+        )
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Removes a consumer; false when there was none.
+    pub async fn remove_consumer(&self, key: &str) -> Result<bool> {
+        let done = with_pool!(self, pool => sqlx::query("DELETE FROM consumers WHERE key = $1")
+            .bind(key)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(done == 1)
+    }
+
+    /// Replaces a consumer's secret; false when there is no such consumer.
+    pub async fn set_consumer_secret(&self, key: &str, secret: &Secret) -> Result<bool> {
+        let done = with_pool!(self, pool => sqlx::query("UPDATE consumers SET secret = $2 WHERE key = $1")
+            .bind(key)
+            .bind(secret.expose())
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(done == 1)
+    }
+
+    /// The secret of an enabled consumer.
+    pub async fn consumer_secret(&self, key: &str) -> Result<Option<Secret>> {
+        let secret: Option<String> = with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT secret FROM consumers WHERE key = $1 AND enabled",
+        )
+        .bind(key)
+        .fetch_optional(pool)
+        .await?);
+        Ok(secret.map(Secret::from))
+    }
+
+    // ---- nonces ----
+
+    /// Records a nonce atomically; false when this consumer used it already (a replay).
+    pub async fn insert_nonce(&self, consumer_key: &str, nonce: &str, ts: i64) -> Result<bool> {
+        let done = with_pool!(self, pool => sqlx::query(
+            "INSERT INTO nonces (consumer_key, nonce, ts) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(consumer_key)
+        .bind(nonce)
+        .bind(ts)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done == 1)
+    }
+
+    /// Deletes nonces whose timestamp is older than `before`; returns how many.
+    pub async fn prune_nonces(&self, before: i64) -> Result<u64> {
+        Ok(
+            with_pool!(self, pool => sqlx::query("DELETE FROM nonces WHERE ts < $1")
+            .bind(before)
+            .execute(pool)
+            .await?
+            .rows_affected()),
+        )
+    }
+
+    // ---- users and sessions ----
+
+    /// Creates or refreshes the user (consumer, user_id); name and email are updated when sent.
+    /// Returns the user's row id.
+    pub async fn upsert_user(
+        &self,
+        consumer_key: &str,
+        user_id: &str,
+        name: Option<&str>,
+        email: Option<&str>,
+        now: i64,
+    ) -> Result<i64> {
+        Ok(with_pool!(self, pool => sqlx::query_scalar(
+            "INSERT INTO users (consumer_key, user_id, name, email, first_seen, last_seen) \
+             VALUES ($1, $2, $3, $4, $5, $5) \
+             ON CONFLICT (consumer_key, user_id) DO UPDATE SET \
+               last_seen = excluded.last_seen, \
+               name = COALESCE(excluded.name, users.name), \
+               email = COALESCE(excluded.email, users.email) \
+             RETURNING id",
+        )
+        .bind(consumer_key)
+        .bind(user_id)
+        .bind(name)
+        .bind(email)
+        .bind(now)
+        .fetch_one(pool)
+        .await?))
+    }
+
+    pub async fn insert_session(&self, s: &NewSession<'_>) -> Result<i64> {
+        Ok(with_pool!(self, pool => sqlx::query_scalar(
+            "INSERT INTO sessions (at, user_id, consumer_key, context_id, resource_link_id, roles, \
+             remote_addr, pool, outcome, container_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+        )
+        .bind(s.at)
+        .bind(s.user_id)
+        .bind(s.consumer_key)
+        .bind(s.context_id)
+        .bind(s.resource_link_id)
+        .bind(s.roles)
+        .bind(s.remote_addr.as_deref())
+        .bind(s.pool)
+        .bind(s.outcome)
+        .bind(s.container_id)
+        .fetch_one(pool)
+        .await?))
+    }
+
+    // ---- containers ----
+
+    pub async fn container(&self, id: i64) -> Result<Option<ContainerRow>> {
+        Ok(with_pool!(self, pool => sqlx::query_as(concat!(
+            "SELECT ", container_cols!(), " FROM containers WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?))
+    }
+
+    /// The learner's live container in a pool, if any.
+    pub async fn user_container(
+        &self,
+        pool_name: &str,
+        user_id: i64,
+    ) -> Result<Option<ContainerRow>> {
+        Ok(with_pool!(self, pool => sqlx::query_as(concat!(
+            "SELECT ", container_cols!(), " FROM containers \
+             WHERE pool = $1 AND user_id = $2 AND state NOT IN ('removed', 'failed')"
+        ))
+        .bind(pool_name)
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await?))
+    }
+
+    /// The learner's volume in a pool, if they ever had a container there.
+    pub async fn user_volume(&self, pool_name: &str, user_id: i64) -> Result<Option<VolumeRow>> {
+        Ok(with_pool!(self, pool => sqlx::query_as(
+            "SELECT name, pool, host, user_id, created_at, claimed_at FROM volumes \
+             WHERE pool = $1 AND user_id = $2",
+        )
+        .bind(pool_name)
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await?))
+    }
+
+    /// Claims one ready, unassigned container of the pool for the learner, and makes its volume
+    /// theirs, atomically. `None` when no container is ready. A learner never gets two containers
+    /// and a container never gets two learners: the claim is one locked update, and the unique index
+    /// on (pool, user) turns a concurrent second claim for the same learner into `None` + retry.
+    pub async fn claim_ready(
+        &self,
+        pool_name: &str,
+        user_id: i64,
+        now: i64,
+    ) -> Result<Option<ContainerRow>> {
+        macro_rules! claim {
+            ($begin:expr, $select:literal) => {{
+                let mut tx = $begin;
+                let claimed: Option<ContainerRow> = match sqlx::query_as(concat!(
+                    "UPDATE containers SET state = 'assigned', user_id = $1, assigned_at = $2, \
+                     updated_at = $2, last_activity = $2 \
+                     WHERE id = (",
+                    $select,
+                    ") RETURNING ",
+                    container_cols!()
+                ))
+                .bind(user_id)
+                .bind(now)
+                .bind(pool_name)
+                .fetch_optional(&mut *tx)
+                .await
+                {
+                    Ok(row) => row,
+                    Err(e) if is_unique_violation(&e) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                };
+                if let Some(c) = &claimed {
+                    sqlx::query("UPDATE volumes SET user_id = $1, claimed_at = $2 WHERE name = $3")
+                        .bind(user_id)
+                        .bind(now)
+                        .bind(&c.volume)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(claimed)
+            }};
+        }
+        match &self.backend {
+            Backend::Sqlite(pool) => claim!(
+                pool.begin_with("BEGIN IMMEDIATE").await?,
+                "SELECT id FROM containers WHERE pool = $3 AND state = 'ready' AND user_id IS NULL \
+                 ORDER BY id LIMIT 1"
+            ),
+            Backend::Postgres(pool) => claim!(
+                pool.begin().await?,
+                "SELECT id FROM containers WHERE pool = $3 AND state = 'ready' AND user_id IS NULL \
+                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+            ),
+        }
+    }
+
+    /// Reserves a container row (and its volume row when new) before any Docker call, so that two
+    /// processes warming or launching at once never pass `max` or the warm target.
+    pub async fn reserve_container(&self, r: &Reservation<'_>) -> Result<Reserved> {
+        macro_rules! reserve {
+            ($tx:expr) => {{
+                let mut tx = $tx;
+                let row: std::result::Result<Option<ContainerRow>, sqlx::Error> = sqlx::query_as(concat!(
+                    "INSERT INTO containers (name, pool, host, token, volume, state, user_id, created_at, updated_at) \
+                     SELECT $1, $2, $3, $4, $5, 'creating', $6, $7, $7 \
+                     WHERE (SELECT COUNT(*) FROM containers WHERE pool = $2 AND state NOT IN ('removed', 'failed')) < $8 \
+                       AND ($6 IS NOT NULL OR (SELECT COUNT(*) FROM containers WHERE pool = $2 AND user_id IS NULL \
+                            AND state IN ('creating', 'warming', 'ready')) < $9) \
+                     RETURNING ", container_cols!()
+                ))
+                .bind(r.name)
+                .bind(r.pool)
+                .bind(r.host)
+                .bind(r.token.expose())
+                .bind(r.volume)
+                .bind(r.user_id)
+                .bind(r.now)
+                .bind(r.max)
+                .bind(r.warm)
+                .fetch_optional(&mut *tx)
+                .await;
+                let row = match row {
+                    Ok(Some(row)) => row,
+                    Ok(None) => return Ok(Reserved::Full),
+                    Err(e) if is_unique_violation(&e) => return Ok(Reserved::UserHasOne),
+                    Err(e) => return Err(e.into()),
+                };
+                if r.new_volume {
+                    sqlx::query(
+                        "INSERT INTO volumes (name, pool, host, user_id, created_at, claimed_at) \
+                         VALUES ($1, $2, $3, $4, $5, CASE WHEN $4 IS NULL THEN NULL ELSE $5 END)",
+                    )
+                    .bind(r.volume)
+                    .bind(r.pool)
+                    .bind(r.host)
+                    .bind(r.user_id)
+                    .bind(r.now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(Reserved::Row(Box::new(row)))
+            }};
+        }
+        match &self.backend {
+            Backend::Sqlite(pool) => reserve!(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                // Serialises reservations per pool across every server: the counts above are only
+                // correct if no other transaction inserts between the count and the insert.
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(lock_key(&format!("pool:{}", r.pool)))
+                    .execute(&mut *tx)
+                    .await?;
+                reserve!(tx)
+            }
+        }
+    }
+
+    /// Records the Docker id and published port of a created container and moves it to `state`.
+    pub async fn set_container_started(
+        &self,
+        id: i64,
+        docker_id: &str,
+        port: i64,
+        state: ContainerState,
+        now: i64,
+    ) -> Result<()> {
+        with_pool!(self, pool => sqlx::query(
+            "UPDATE containers SET docker_id = $2, port = $3, state = $4, updated_at = $5, error = NULL WHERE id = $1",
+        )
+        .bind(id)
+        .bind(docker_id)
+        .bind(port)
+        .bind(state.as_str())
+        .bind(now)
+        .execute(pool)
+        .await?.rows_affected());
+        Ok(())
+    }
+
+    /// Moves a container to `state` when it is in one of `from` (so concurrent actors cannot undo each
+    /// other's transitions). Returns whether the row changed.
+    pub async fn transition(
+        &self,
+        id: i64,
+        from: &[ContainerState],
+        to: ContainerState,
+        now: i64,
+        error: Option<&str>,
+    ) -> Result<bool> {
+        // Up to three source states, padded by repetition so one statement text serves every call.
+        assert!(
+            !from.is_empty() && from.len() <= 3,
+            "transition takes 1 to 3 source states"
+        );
+        let pick = |i: usize| from.get(i).unwrap_or(&from[0]).as_str();
+        let done = with_pool!(self, pool => sqlx::query(
+            "UPDATE containers SET state = $2, updated_at = $3, error = $4, \
+               ready_at = CASE WHEN $2 IN ('ready', 'assigned') AND ready_at IS NULL THEN $3 ELSE ready_at END, \
+               assigned_at = CASE WHEN $2 = 'assigned' AND assigned_at IS NULL THEN $3 ELSE assigned_at END \
+             WHERE id = $1 AND state IN ($5, $6, $7)",
+        )
+        .bind(id)
+        .bind(to.as_str())
+        .bind(now)
+        .bind(error)
+        .bind(pick(0))
+        .bind(pick(1))
+        .bind(pick(2))
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done == 1)
+    }
+
+    /// Deletes a volume row nobody owns (a failed warm container's); true when it was deleted, in
+    /// which case the caller removes the Docker volume too.
+    pub async fn delete_unowned_volume(&self, name: &str) -> Result<bool> {
+        let done = with_pool!(self, pool => sqlx::query("DELETE FROM volumes WHERE name = $1 AND user_id IS NULL")
+            .bind(name)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(done == 1)
+    }
+
+    /// Counts live containers per state for one pool.
+    pub async fn pool_counts(&self, pool_name: &str) -> Result<Vec<(String, String, i64)>> {
+        Ok(with_pool!(self, pool => sqlx::query_as(
+            "SELECT host, state, COUNT(*) FROM containers WHERE pool = $1 GROUP BY host, state ORDER BY host, state",
+        )
+        .bind(pool_name)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Live containers per host (all pools), for placement.
+    pub async fn host_loads(&self) -> Result<Vec<(String, i64)>> {
+        Ok(with_pool!(self, pool => sqlx::query_as(
+            "SELECT host, COUNT(*) FROM containers WHERE state NOT IN ('removed', 'failed') GROUP BY host",
+        )
+        .fetch_all(pool)
+        .await?))
+    }
+
+    // ---- events ----
+
+    /// Appends to the event log `moocctl logs` reads. Never pass secrets or unverified identities.
+    pub async fn event(
+        &self,
+        level: &str,
+        kind: &str,
+        actor: &str,
+        message: &str,
+        now: i64,
+    ) -> Result<()> {
+        with_pool!(self, pool => sqlx::query(
+            "INSERT INTO events (at, level, kind, actor, message) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(now)
+        .bind(level)
+        .bind(kind)
+        .bind(actor)
+        .bind(message)
+        .execute(pool)
+        .await?.rows_affected());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_text() {
+        for s in ContainerState::ALL {
+            assert_eq!(s.as_str().parse::<ContainerState>().unwrap(), s);
+        }
+        assert!("running".parse::<ContainerState>().is_err());
+        assert_eq!(
+            StateColumn::from("future-state".to_string()).0,
+            ContainerState::Failed
+        );
+    }
+
+    #[test]
+    fn lock_keys_are_stable() {
+        assert_eq!(lock_key("pool:default"), lock_key("pool:default"));
+        assert_ne!(lock_key("pool:a"), lock_key("pool:b"));
+    }
+}
