@@ -442,19 +442,68 @@ impl DockerHost {
             .collect())
     }
 
-    /// The last `tail` lines of a container's output (stdout and stderr).
-    pub async fn logs_tail(&self, docker_id: &str, tail: usize) -> Result<Vec<String>> {
+    /// Follows `die` and `destroy` events of containers carrying `label=value`, as (action, name).
+    pub async fn container_events(
+        &self,
+        label: &str,
+        value: &str,
+    ) -> Result<std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<(String, String)>> + Send>>>
+    {
+        let filters = HashMap::from([
+            ("type", vec!["container".to_owned()]),
+            ("label", vec![format!("{label}={value}")]),
+            ("event", vec!["die".to_owned(), "destroy".to_owned()]),
+        ]);
+        let opts = bollard::query_parameters::EventsOptionsBuilder::new()
+            .filters(&filters)
+            .build();
+        let host = self.config.name.clone();
+        let stream = self.client().await?.events(Some(opts)).map(move |item| {
+            let event = item.map_err(|source| DockerError::Api {
+                host: host.clone(),
+                op: "follow events",
+                target: "containers".into(),
+                source,
+            })?;
+            let name = event
+                .actor
+                .and_then(|a| a.attributes)
+                .and_then(|mut attrs| attrs.remove("name"))
+                .unwrap_or_default();
+            Ok((event.action.unwrap_or_default(), name))
+        });
+        Ok(Box::pin(stream))
+    }
+
+    /// A container's output (stdout and stderr) from `tail` lines back, following new output when
+    /// `follow` is set.
+    pub async fn logs(
+        &self,
+        docker_id: &str,
+        tail: usize,
+        follow: bool,
+    ) -> Result<std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<String>> + Send>>> {
         let opts = LogsOptionsBuilder::new()
             .stdout(true)
             .stderr(true)
+            .follow(follow)
             .tail(&tail.to_string())
             .build();
-        let mut stream = self.client().await?.logs(docker_id, Some(opts));
-        let mut lines = Vec::new();
-        while let Some(item) = stream.next().await {
-            let chunk = item.map_err(self.api_err("logs", docker_id))?;
-            lines.push(chunk.to_string());
-        }
-        Ok(lines)
+        let host = self.config.name.clone();
+        let target = docker_id.to_owned();
+        let stream = self
+            .client()
+            .await?
+            .logs(docker_id, Some(opts))
+            .map(move |item| {
+                item.map(|chunk| chunk.to_string())
+                    .map_err(|source| DockerError::Api {
+                        host: host.clone(),
+                        op: "logs",
+                        target: target.clone(),
+                        source,
+                    })
+            });
+        Ok(Box::pin(stream))
     }
 }

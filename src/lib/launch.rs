@@ -218,6 +218,7 @@ async fn reserve_for_user(
     new_volume: bool,
     pinned_host: Option<&str>,
 ) -> Result<Option<ContainerRow>, LaunchError> {
+    let pool = &pool::effective(app, pool).await?;
     let host = pool::choose_host(app, pinned_host).await?;
     let name = volume
         .strip_suffix("-home")

@@ -20,7 +20,9 @@ use crate::docker::{
 };
 use crate::jupyter::{self, JupyterError};
 use crate::secret::{self, Secret};
-use crate::store::{ContainerRow, ContainerState, Reservation, Reserved, StoreError};
+use crate::store::{
+    ContainerFilter, ContainerRow, ContainerState, Reservation, Reserved, StoreError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -154,6 +156,7 @@ pub fn new_container_name(pool: &str) -> String {
 
 /// Reserves a warm container row (with a new volume) if the pool is below its warm target and max.
 pub async fn reserve_warm(app: &App, pool: &PoolConfig) -> Result<Option<ContainerRow>, PoolError> {
+    let pool = &effective(app, pool).await?;
     let host = choose_host(app, None).await?;
     let name = new_container_name(&pool.name);
     let volume = format!("{name}-home");
@@ -318,6 +321,9 @@ pub async fn warm(
     let max_failures = (pool.warm as usize).clamp(1, 3);
     let mut tasks = JoinSet::new();
     let mut exhausted = false;
+    // Containers another process is creating count towards the target; wait for them (they may
+    // fail, and then this run makes up for them) rather than report a shortfall that is not one.
+    let deadline = tokio::time::Instant::now() + pool.ready_timeout + Duration::from_secs(30);
     loop {
         while !exhausted && tasks.len() < parallel.max(1) && report.failures.len() < max_failures {
             match reserve_warm(app, pool).await? {
@@ -330,7 +336,15 @@ pub async fn warm(
             }
         }
         let Some(joined) = tasks.join_next().await else {
-            break;
+            if report.failures.len() >= max_failures
+                || tokio::time::Instant::now() >= deadline
+                || app.store.warm_in_progress(&pool.name).await? == 0
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            exhausted = false;
+            continue;
         };
         let result = match joined {
             Ok(Ok(row)) => Ok(row),
@@ -349,12 +363,17 @@ pub async fn warm(
 /// Refills a pool in the background after a claim: at most one refill per pool in this process, and
 /// the database reservations keep several processes from overshooting.
 pub fn refill_in_background(app: Arc<App>, pool: &PoolConfig) {
-    if pool.warm == 0 || !app.begin_refill(&pool.name) {
+    if !app.begin_refill(&pool.name) {
         return;
     }
     let pool = pool.clone();
     tokio::spawn(async move {
-        match warm(&app, &pool, 2, |_| {}).await {
+        let result = match effective(&app, &pool).await {
+            Ok(pool) if pool.warm > 0 => warm(&app, &pool, 2, |_| {}).await,
+            Ok(_) => Ok(WarmReport::default()),
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(report) if !report.failures.is_empty() => {
                 tracing::warn!(pool = %pool.name, "refill: {} failures, first: {}", report.failures.len(), report.failures[0]);
             }
@@ -367,3 +386,196 @@ pub fn refill_in_background(app: Arc<App>, pool: &PoolConfig) {
 
 /// Time Jupyter gets to shut down cleanly when a container is stopped.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The pool's configuration with the sizes `moocctl pool resize` stored in the database, which every
+/// server and cron job sees.
+pub async fn effective(app: &App, pool: &PoolConfig) -> Result<PoolConfig, PoolError> {
+    let (warm, max) = app.store.pool_override(&pool.name).await?;
+    let mut p = pool.clone();
+    if let Some(max) = max {
+        p.max = u32::try_from(max).unwrap_or(u32::MAX);
+    }
+    if let Some(warm) = warm {
+        p.warm = u32::try_from(warm).unwrap_or(0).min(p.max);
+    }
+    Ok(p)
+}
+
+/// Removes a container from Docker and marks its row `removed`; its volume goes too unless a learner
+/// owns it. Only rows still in one of `from` are touched, so a concurrent claim wins over a drain.
+pub async fn remove(
+    app: &App,
+    row: &ContainerRow,
+    from: &[ContainerState],
+    why: &str,
+) -> Result<bool, PoolError> {
+    if !app
+        .store
+        .transition(
+            row.id,
+            from,
+            ContainerState::Removed,
+            crate::now(),
+            Some(why),
+        )
+        .await?
+    {
+        return Ok(false);
+    }
+    let host = app
+        .host(&row.host)
+        .ok_or_else(|| PoolError::UnknownHost(row.host.clone()))?;
+    host.remove_container(row.docker_id.as_deref().unwrap_or(&row.name))
+        .await?;
+    if app.store.delete_unowned_volume(&row.volume).await? {
+        host.remove_volume(&row.volume).await?;
+    }
+    Ok(true)
+}
+
+/// Marks a container whose Docker container is already gone as `removed`; an unclaimed volume goes
+/// too, a learner's stays theirs for the next container. True when the row changed.
+pub async fn forget(app: &App, row: &ContainerRow, why: &str) -> Result<bool, PoolError> {
+    if !app
+        .store
+        .transition(
+            row.id,
+            &[
+                ContainerState::Ready,
+                ContainerState::Assigned,
+                ContainerState::Stopped,
+            ],
+            ContainerState::Removed,
+            crate::now(),
+            Some(why),
+        )
+        .await?
+    {
+        return Ok(false);
+    }
+    if app.store.delete_unowned_volume(&row.volume).await?
+        && let Some(host) = app.host(&row.host)
+    {
+        host.remove_volume(&row.volume).await?;
+    }
+    Ok(true)
+}
+
+/// Removes every ready, unassigned container of a pool (never an assigned one).
+pub async fn drain(app: &App, pool: &str) -> Result<usize, PoolError> {
+    let ready = app
+        .store
+        .list_containers(&ContainerFilter {
+            pool: Some(pool),
+            state: Some(ContainerState::Ready),
+            ..Default::default()
+        })
+        .await?;
+    let mut removed = 0;
+    for row in ready.iter().filter(|r| r.user_id.is_none()) {
+        if remove(app, row, &[ContainerState::Ready], "drained").await? {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// What a cull did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CullReport {
+    pub pool: String,
+    /// Assigned containers stopped for idleness.
+    pub stopped: Vec<String>,
+    /// Ready containers removed for age (`max_age`).
+    pub expired: Vec<String>,
+    /// Containers whose activity could not be read (left running).
+    pub unreadable: Vec<String>,
+}
+
+/// Stops assigned containers whose Jupyter reports no activity for `idle` (keeping container,
+/// volume and mapping, so the next launch starts the same container again) and removes ready
+/// containers older than the pool's `max_age`.
+pub async fn cull(
+    app: &App,
+    pool: &PoolConfig,
+    idle: Option<Duration>,
+) -> Result<CullReport, PoolError> {
+    let mut report = CullReport {
+        pool: pool.name.clone(),
+        ..Default::default()
+    };
+    let now = crate::now();
+    if let Some(idle) = idle.or(pool.idle_cull) {
+        let assigned = app
+            .store
+            .list_containers(&ContainerFilter {
+                pool: Some(&pool.name),
+                state: Some(ContainerState::Assigned),
+                ..Default::default()
+            })
+            .await?;
+        for row in assigned {
+            let (Some(port), Some(host)) = (row.port, app.config.host(&row.host)) else {
+                continue;
+            };
+            let base = probe_base(host, pool, &row.name, port);
+            let last = match jupyter::last_activity(&app.http, &base, &row.token).await {
+                Ok(Some(t)) => t,
+                Ok(None) => row.last_activity.unwrap_or(row.updated_at),
+                Err(e) => {
+                    tracing::warn!(container = %row.name, "cannot read activity: {e}");
+                    report.unreadable.push(row.name.clone());
+                    continue;
+                }
+            };
+            app.store.set_last_activity(row.id, last).await?;
+            if now - last < idle.as_secs() as i64 {
+                continue;
+            }
+            if app
+                .store
+                .transition(
+                    row.id,
+                    &[ContainerState::Assigned],
+                    ContainerState::Stopped,
+                    now,
+                    None,
+                )
+                .await?
+            {
+                let docker = app
+                    .host(&row.host)
+                    .ok_or_else(|| PoolError::UnknownHost(row.host.clone()))?;
+                docker
+                    .stop(row.docker_id.as_deref().unwrap_or(&row.name), STOP_GRACE)
+                    .await?;
+                app.event(
+                    "info",
+                    "cull",
+                    &format!("{} stopped after {}s idle", row.name, now - last),
+                )
+                .await;
+                report.stopped.push(row.name.clone());
+            }
+        }
+    }
+    if let Some(max_age) = pool.max_age {
+        let ready = app
+            .store
+            .list_containers(&ContainerFilter {
+                pool: Some(&pool.name),
+                state: Some(ContainerState::Ready),
+                ..Default::default()
+            })
+            .await?;
+        for row in ready {
+            if row.user_id.is_none()
+                && now - row.created_at > max_age.as_secs() as i64
+                && remove(app, &row, &[ContainerState::Ready], "older than max_age").await?
+            {
+                report.expired.push(row.name.clone());
+            }
+        }
+    }
+    Ok(report)
+}

@@ -77,6 +77,15 @@ pub enum ContainerState {
 }
 
 impl ContainerState {
+    /// Every state but removed and failed.
+    pub const LIVE: [ContainerState; 5] = [
+        ContainerState::Creating,
+        ContainerState::Warming,
+        ContainerState::Ready,
+        ContainerState::Assigned,
+        ContainerState::Stopped,
+    ];
+
     pub const ALL: [ContainerState; 7] = [
         ContainerState::Creating,
         ContainerState::Warming,
@@ -183,6 +192,18 @@ macro_rules! container_cols {
     };
 }
 
+/// A learner as the LMS identifies them: (consumer, user_id). Name and email only when sent.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct UserRow {
+    pub id: i64,
+    pub consumer_key: String,
+    pub user_id: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
 /// A volume row: a learner's files in one pool, on one host.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct VolumeRow {
@@ -207,6 +228,18 @@ pub struct NewSession<'a> {
     pub pool: Option<&'a str>,
     pub outcome: &'a str,
     pub container_id: Option<i64>,
+}
+
+/// Filters for [`Store::list_containers`]; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerFilter<'a> {
+    pub pool: Option<&'a str>,
+    pub state: Option<ContainerState>,
+    pub host: Option<&'a str>,
+    pub user_id: Option<i64>,
+    /// Only states that exist or are about to (not removed or failed).
+    pub live_only: bool,
+    pub limit: Option<i64>,
 }
 
 /// A container to reserve before any Docker call.
@@ -480,6 +513,21 @@ impl Store {
         .await?))
     }
 
+    /// Learners matching `who`: `#ID` (internal id) or an LMS `user_id`, optionally of one consumer.
+    pub async fn find_users(&self, who: &str, consumer: Option<&str>) -> Result<Vec<UserRow>> {
+        let internal: Option<i64> = who.strip_prefix('#').and_then(|n| n.parse().ok());
+        Ok(with_pool!(self, pool => sqlx::query_as(
+            "SELECT id, consumer_key, user_id, name, email, first_seen, last_seen FROM users \
+             WHERE (($1 IS NOT NULL AND id = $1) OR ($1 IS NULL AND user_id = $2)) \
+               AND ($3 IS NULL OR consumer_key = $3) ORDER BY id",
+        )
+        .bind(internal)
+        .bind(who)
+        .bind(consumer)
+        .fetch_all(pool)
+        .await?))
+    }
+
     pub async fn insert_session(&self, s: &NewSession<'_>) -> Result<i64> {
         Ok(with_pool!(self, pool => sqlx::query_scalar(
             "INSERT INTO sessions (at, user_id, consumer_key, context_id, resource_link_id, roles, \
@@ -691,17 +739,18 @@ impl Store {
         now: i64,
         error: Option<&str>,
     ) -> Result<bool> {
-        // Up to three source states, padded by repetition so one statement text serves every call.
-        assert!(
-            !from.is_empty() && from.len() <= 3,
-            "transition takes 1 to 3 source states"
-        );
+        // Up to seven source states (every state), padded by repetition so one statement text
+        // serves every call.
+        debug_assert!(!from.is_empty() && from.len() <= 7);
+        if from.is_empty() {
+            return Ok(false);
+        }
         let pick = |i: usize| from.get(i).unwrap_or(&from[0]).as_str();
         let done = with_pool!(self, pool => sqlx::query(
             "UPDATE containers SET state = $2, updated_at = $3, error = $4, \
                ready_at = CASE WHEN $2 IN ('ready', 'assigned') AND ready_at IS NULL THEN $3 ELSE ready_at END, \
                assigned_at = CASE WHEN $2 = 'assigned' AND assigned_at IS NULL THEN $3 ELSE assigned_at END \
-             WHERE id = $1 AND state IN ($5, $6, $7)",
+             WHERE id = $1 AND state IN ($5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(id)
         .bind(to.as_str())
@@ -710,6 +759,10 @@ impl Store {
         .bind(pick(0))
         .bind(pick(1))
         .bind(pick(2))
+        .bind(pick(3))
+        .bind(pick(4))
+        .bind(pick(5))
+        .bind(pick(6))
         .execute(pool)
         .await?
         .rows_affected());
@@ -725,6 +778,17 @@ impl Store {
             .await?
             .rows_affected());
         Ok(done == 1)
+    }
+
+    /// Unassigned containers of a pool still being created or warmed (by anyone).
+    pub async fn warm_in_progress(&self, pool_name: &str) -> Result<i64> {
+        Ok(with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM containers WHERE pool = $1 AND user_id IS NULL \
+             AND state IN ('creating', 'warming')",
+        )
+        .bind(pool_name)
+        .fetch_one(pool)
+        .await?))
     }
 
     /// Counts live containers per state for one pool.
@@ -744,6 +808,178 @@ impl Store {
         )
         .fetch_all(pool)
         .await?))
+    }
+
+    /// Containers matching every given filter, oldest first.
+    pub async fn list_containers(&self, f: &ContainerFilter<'_>) -> Result<Vec<ContainerRow>> {
+        Ok(with_pool!(self, pool => sqlx::query_as(concat!(
+            "SELECT ", container_cols!(), " FROM containers \
+             WHERE ($1 IS NULL OR pool = $1) AND ($2 IS NULL OR state = $2) AND ($3 IS NULL OR host = $3) \
+               AND ($4 IS NULL OR user_id = $4) \
+               AND ($5 = FALSE OR state NOT IN ('removed', 'failed')) \
+             ORDER BY id LIMIT $6"
+        ))
+        .bind(f.pool)
+        .bind(f.state.map(ContainerState::as_str))
+        .bind(f.host)
+        .bind(f.user_id)
+        .bind(f.live_only)
+        .bind(f.limit.unwrap_or(i64::MAX))
+        .fetch_all(pool)
+        .await?))
+    }
+
+    pub async fn container_by_name(&self, name: &str) -> Result<Option<ContainerRow>> {
+        Ok(with_pool!(self, pool => sqlx::query_as(concat!(
+            "SELECT ", container_cols!(), " FROM containers WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(pool)
+        .await?))
+    }
+
+    /// Records the activity time Jupyter reported.
+    pub async fn set_last_activity(&self, id: i64, at: i64) -> Result<()> {
+        with_pool!(self, pool => sqlx::query("UPDATE containers SET last_activity = $2 WHERE id = $1")
+            .bind(id)
+            .bind(at)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
+    /// When the oldest ready container of a pool became ready.
+    pub async fn oldest_ready(&self, pool_name: &str) -> Result<Option<i64>> {
+        Ok(with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT MIN(COALESCE(ready_at, created_at)) FROM containers WHERE pool = $1 AND state = 'ready'",
+        )
+        .bind(pool_name)
+        .fetch_one(pool)
+        .await?))
+    }
+
+    // ---- volumes ----
+
+    pub async fn volume(&self, name: &str) -> Result<Option<VolumeRow>> {
+        Ok(with_pool!(self, pool => sqlx::query_as(
+            "SELECT name, pool, host, user_id, created_at, claimed_at FROM volumes WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(pool)
+        .await?))
+    }
+
+    /// Every volume row on a host, or of a user.
+    pub async fn list_volumes(
+        &self,
+        host: Option<&str>,
+        user_id: Option<i64>,
+    ) -> Result<Vec<VolumeRow>> {
+        Ok(with_pool!(self, pool => sqlx::query_as(
+            "SELECT name, pool, host, user_id, created_at, claimed_at FROM volumes \
+             WHERE ($1 IS NULL OR host = $1) AND ($2 IS NULL OR user_id = $2) ORDER BY name",
+        )
+        .bind(host)
+        .bind(user_id)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Forgets a volume row (after the Docker volume was removed).
+    pub async fn delete_volume(&self, name: &str) -> Result<bool> {
+        let done = with_pool!(self, pool => sqlx::query("DELETE FROM volumes WHERE name = $1")
+            .bind(name)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(done == 1)
+    }
+
+    // ---- pools ----
+
+    /// Sizes set by `moocctl pool resize`: (warm, max), each `None` when the configured value holds.
+    pub async fn pool_override(&self, name: &str) -> Result<(Option<i64>, Option<i64>)> {
+        let row: Option<(Option<i64>, Option<i64>)> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT warm, max FROM pools WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(pool)
+        .await?);
+        Ok(row.unwrap_or((None, None)))
+    }
+
+    /// Sets a pool's sizes; a `None` keeps the current override (or the configured value).
+    pub async fn set_pool_override(
+        &self,
+        name: &str,
+        warm: Option<i64>,
+        max: Option<i64>,
+        now: i64,
+        actor: &str,
+    ) -> Result<()> {
+        with_pool!(self, pool => sqlx::query(
+            "INSERT INTO pools (name, warm, max, updated_at, updated_by) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (name) DO UPDATE SET warm = COALESCE(excluded.warm, pools.warm), \
+               max = COALESCE(excluded.max, pools.max), updated_at = excluded.updated_at, \
+               updated_by = excluded.updated_by",
+        )
+        .bind(name)
+        .bind(warm)
+        .bind(max)
+        .bind(now)
+        .bind(actor)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// Drops a pool's overrides: the configured sizes hold again.
+    pub async fn clear_pool_override(&self, name: &str) -> Result<()> {
+        with_pool!(self, pool => sqlx::query("DELETE FROM pools WHERE name = $1")
+            .bind(name)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
+    // ---- leases ----
+
+    /// Takes or renews the lease `name` for `ttl_secs`; false while another holder's lease runs. Lets
+    /// one of several servers do periodic work without shared memory.
+    pub async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_secs: i64,
+        now: i64,
+    ) -> Result<bool> {
+        let done = with_pool!(self, pool => sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE leases.expires_at < $4 OR leases.holder = excluded.holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now + ttl_secs)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done == 1)
+    }
+
+    /// Gives a lease back early (at shutdown).
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        with_pool!(self, pool => sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(())
     }
 
     // ---- events ----

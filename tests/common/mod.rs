@@ -416,6 +416,72 @@ pub fn sign_with_oauthlib(
     String::from_utf8(out.stdout).expect("utf-8 body")
 }
 
+/// Signs many launches of `users` (standard parameters) in one oauthlib run.
+pub fn sign_many(env: &Env, users: &[String]) -> Vec<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/sign_launch.py");
+    let requests: Vec<serde_json::Value> = users
+        .iter()
+        .map(|u| {
+            serde_json::json!({
+                "url": format!("{PUBLIC_URL}/lti/launch"),
+                "key": KEY,
+                "secret": SECRET,
+                "params": launch_params(u),
+                "nonce": env.nonce(),
+            })
+        })
+        .collect();
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(serde_json::Value::Array(requests).to_string().as_bytes())
+        .expect("write to signer");
+    let out = child.wait_with_output().expect("signer output");
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).expect("list of bodies")
+}
+
+/// Polls `check` every 100 ms until it returns true or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs moocctl and parses its JSON output, failing the test on a non-zero exit.
+pub fn moocctl_json(env: &Env, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = env.moocctl(&all);
+    assert!(
+        out.status.success(),
+        "moocctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "moocctl {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
 /// The notebook base URL (`http://127.0.0.1:PORT/user/NAME/`) and token from a redirect.
 pub fn split_notebook_url(location: &str) -> (String, String) {
     let (base, token) = location.split_once("?token=").expect("token in redirect");

@@ -60,6 +60,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         listener.local_addr()?,
         app.config.server.public_url.launch_url()
     );
+    // Event watchers (each reconciling its host first) and the periodic round.
+    mooc_lti::maintenance::spawn(app.clone());
     mooc_lti::server::serve(listener, app.clone(), shutdown_signal()).await?;
     app.store.close().await;
     tracing::info!("stopped");
