@@ -82,6 +82,31 @@ pub async fn serve(
     Ok(())
 }
 
+/// The HTTP/1 settings every connection gets: header-read timeout and head size cap.
+fn http1_builder(app: &App) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(app.config.server.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES.max(8192))
+        .keep_alive(true);
+    builder
+}
+
+/// Serves one connection over any byte stream, with the same settings and routes as [`serve`]. For
+/// fuzzing and tests that feed raw request bytes.
+pub async fn serve_connection<I>(app: Arc<App>, io: I, peer: SocketAddr) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let builder = http1_builder(&app);
+    let service = service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(handle(&app, req, peer).await) }
+    });
+    builder.serve_connection(TokioIo::new(io), service).await
+}
+
 /// Routes one request. Paths are matched after the `public_url` path prefix, when a proxy forwards
 /// them with it.
 pub async fn handle(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
