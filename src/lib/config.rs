@@ -636,6 +636,27 @@ pools:
         parse(text).unwrap();
     }
 
+    /// The commented-out production pool in pool.yaml is valid once uncommented.
+    #[test]
+    fn example_production_pool_is_valid_when_uncommented() {
+        let text = include_str!("../../pool.yaml");
+        let start = text
+            .find("  # - name: datascience")
+            .expect("production pool example");
+        let uncommented: String = text[start..]
+            .lines()
+            .map(|l| {
+                l.strip_prefix("  # ")
+                    .map(|r| format!("  {r}\n"))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let c = parse(&format!("{}{uncommented}", &text[..start])).unwrap();
+        let pool = c.pool("datascience").unwrap();
+        assert_eq!(pool.courses, vec!["ondemand~example-course-id".to_string()]);
+        assert!(pool.command.as_ref().unwrap()[0].starts_with("start-notebook"));
+    }
+
     #[test]
     fn unknown_key_is_named() {
         let err = parse(&MINIMAL.replace("    warm: 2", "    warm: 2\n    wram: 3"))

@@ -201,6 +201,20 @@ impl DockerHost {
         ))
     }
 
+    /// The engine's clock (UTC seconds), to detect skew.
+    pub async fn system_time(&self) -> Result<Option<i64>> {
+        let info = self
+            .client()
+            .await?
+            .info()
+            .await
+            .map_err(self.api_err("info", &self.config.endpoint))?;
+        Ok(info
+            .system_time
+            .as_deref()
+            .and_then(crate::jupyter::parse_rfc3339))
+    }
+
     /// Whether the image exists on this host (nothing is ever pulled implicitly).
     pub async fn image_present(&self, image: &str) -> Result<bool> {
         match self.client().await?.inspect_image(image).await {

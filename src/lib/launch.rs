@@ -193,6 +193,8 @@ async fn assign(app: &Arc<App>, pool: &PoolConfig, user_id: i64) -> Result<Redir
             .claim_ready(&pool.name, user_id, crate::now())
             .await?
         {
+            app.event("info", "claim", &format!("{} for user #{user_id}", c.name))
+                .await;
             pool::refill_in_background(app.clone(), pool);
             return redirect(app, pool, &c, "claimed");
         }

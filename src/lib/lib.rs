@@ -6,6 +6,7 @@
 //! [`store`] (database), [`docker`] (engines), [`server`] (HTTP).
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod docker;
 pub mod http;

@@ -204,6 +204,90 @@ pub struct UserRow {
     pub last_seen: i64,
 }
 
+/// One launch as recorded, with the learner's LMS id.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct SessionRow {
+    pub id: i64,
+    pub at: i64,
+    pub user_id: Option<i64>,
+    pub lms_user_id: Option<String>,
+    pub consumer_key: String,
+    pub context_id: Option<String>,
+    pub resource_link_id: Option<String>,
+    pub roles: Option<String>,
+    pub remote_addr: Option<String>,
+    pub pool: Option<String>,
+    pub outcome: String,
+    pub container_id: Option<i64>,
+}
+
+/// Filters for [`Store::list_sessions`].
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter<'a> {
+    /// An LMS `user_id`, or `#ID`.
+    pub user: Option<&'a str>,
+    pub course: Option<&'a str>,
+    pub since: Option<i64>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct NonceRow {
+    pub consumer_key: String,
+    pub nonce: String,
+    pub ts: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct EventRow {
+    pub id: i64,
+    pub at: i64,
+    pub level: String,
+    pub kind: String,
+    pub actor: String,
+    pub message: String,
+}
+
+/// Filters for [`Store::list_events`].
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter<'a> {
+    /// Only events with a larger id (following).
+    pub after_id: Option<i64>,
+    pub since: Option<i64>,
+    /// Lowest level shown: debug, info, warn or error.
+    pub min_level: Option<&'a str>,
+    pub kind: Option<&'a str>,
+    pub limit: i64,
+}
+
+/// The rank of a level name, for filtering.
+pub fn level_rank(level: &str) -> i64 {
+    match level {
+        "error" => 3,
+        "warn" => 2,
+        "info" => 1,
+        _ => 0,
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct AdminRow {
+    pub identity: String,
+    pub name: Option<String>,
+    pub role: String,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub command: String,
+    pub outcome: String,
+}
+
 /// A volume row: a learner's files in one pool, on one host.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct VolumeRow {
@@ -980,6 +1064,193 @@ impl Store {
             .await?
             .rows_affected());
         Ok(())
+    }
+
+    // ---- listings for moocctl ----
+
+    /// Learners, most recent launch first.
+    pub async fn list_users(&self, consumer: Option<&str>, limit: i64) -> Result<Vec<UserRow>> {
+        Ok(with_pool!(self, pool => sqlx::query_as(
+            "SELECT id, consumer_key, user_id, name, email, first_seen, last_seen FROM users \
+             WHERE ($1 IS NULL OR consumer_key = $1) ORDER BY last_seen DESC, id DESC LIMIT $2",
+        )
+        .bind(consumer)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Sessions, newest first.
+    pub async fn list_sessions(&self, f: &SessionFilter<'_>) -> Result<Vec<SessionRow>> {
+        let internal: Option<i64> = f
+            .user
+            .and_then(|u| u.strip_prefix('#'))
+            .and_then(|n| n.parse().ok());
+        let lms_user = if internal.is_some() { None } else { f.user };
+        Ok(with_pool!(self, pool => sqlx::query_as(
+            "SELECT s.id, s.at, s.user_id, u.user_id AS lms_user_id, s.consumer_key, s.context_id, \
+                    s.resource_link_id, s.roles, s.remote_addr, s.pool, s.outcome, s.container_id \
+             FROM sessions s LEFT JOIN users u ON u.id = s.user_id \
+             WHERE ($1 IS NULL OR s.user_id = $1) \
+               AND ($2 IS NULL OR s.user_id IN (SELECT id FROM users WHERE user_id = $2)) \
+               AND ($3 IS NULL OR s.context_id = $3) AND ($4 IS NULL OR s.at >= $4) \
+             ORDER BY s.id DESC LIMIT $5",
+        )
+        .bind(internal)
+        .bind(lms_user)
+        .bind(f.course)
+        .bind(f.since)
+        .bind(f.limit)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    pub async fn session(&self, id: i64) -> Result<Option<SessionRow>> {
+        Ok(with_pool!(self, pool => sqlx::query_as(
+            "SELECT s.id, s.at, s.user_id, u.user_id AS lms_user_id, s.consumer_key, s.context_id, \
+                    s.resource_link_id, s.roles, s.remote_addr, s.pool, s.outcome, s.container_id \
+             FROM sessions s LEFT JOIN users u ON u.id = s.user_id WHERE s.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await?))
+    }
+
+    /// Stored nonces, newest first.
+    pub async fn list_nonces(&self, consumer: Option<&str>, limit: i64) -> Result<Vec<NonceRow>> {
+        Ok(with_pool!(self, pool => sqlx::query_as(
+            "SELECT consumer_key, nonce, ts FROM nonces WHERE ($1 IS NULL OR consumer_key = $1) \
+             ORDER BY ts DESC LIMIT $2",
+        )
+        .bind(consumer)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    pub async fn count_nonces(&self) -> Result<i64> {
+        Ok(
+            with_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM nonces")
+            .fetch_one(pool)
+            .await?),
+        )
+    }
+
+    /// Events, oldest first (so a follower prints them in order); with no `after_id`, the last
+    /// `limit` matching events.
+    pub async fn list_events(&self, f: &EventFilter<'_>) -> Result<Vec<EventRow>> {
+        let min_rank = f.min_level.map(level_rank).unwrap_or(0);
+        let mut rows: Vec<EventRow> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT id, at, level, kind, actor, message FROM events \
+             WHERE ($1 IS NULL OR id > $1) AND ($2 IS NULL OR at >= $2) AND ($3 IS NULL OR kind = $3) \
+               AND (CASE level WHEN 'error' THEN 3 WHEN 'warn' THEN 2 WHEN 'info' THEN 1 ELSE 0 END) >= $4 \
+             ORDER BY id DESC LIMIT $5",
+        )
+        .bind(f.after_id)
+        .bind(f.since)
+        .bind(f.kind)
+        .bind(min_rank)
+        .bind(f.limit)
+        .fetch_all(pool)
+        .await?);
+        rows.reverse();
+        Ok(rows)
+    }
+
+    // ---- admins and audit ----
+
+    pub async fn list_admins(&self) -> Result<Vec<AdminRow>> {
+        Ok(with_pool!(self, pool => sqlx::query_as(
+            "SELECT identity, name, role, created_at, created_by FROM admins ORDER BY identity",
+        )
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Adds an admin; false when the identity is listed already.
+    pub async fn add_admin(
+        &self,
+        identity: &str,
+        name: Option<&str>,
+        role: &str,
+        now: i64,
+        by: &str,
+    ) -> Result<bool> {
+        let done = with_pool!(self, pool => sqlx::query(
+            "INSERT INTO admins (identity, name, role, created_at, created_by) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (identity) DO NOTHING",
+        )
+        .bind(identity)
+        .bind(name)
+        .bind(role)
+        .bind(now)
+        .bind(by)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done == 1)
+    }
+
+    pub async fn remove_admin(&self, identity: &str) -> Result<bool> {
+        let done = with_pool!(self, pool => sqlx::query("DELETE FROM admins WHERE identity = $1")
+            .bind(identity)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(done == 1)
+    }
+
+    pub async fn audit(&self, at: i64, actor: &str, command: &str, outcome: &str) -> Result<()> {
+        with_pool!(self, pool => sqlx::query(
+            "INSERT INTO audit (at, actor, command, outcome) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(at)
+        .bind(actor)
+        .bind(command)
+        .bind(outcome)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// The audit trail, oldest first, from `since`.
+    pub async fn list_audit(&self, since: Option<i64>, limit: i64) -> Result<Vec<AuditRow>> {
+        let mut rows: Vec<AuditRow> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT id, at, actor, command, outcome FROM audit WHERE ($1 IS NULL OR at >= $1) \
+             ORDER BY id DESC LIMIT $2",
+        )
+        .bind(since)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?);
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// The database server's clock (UTC seconds); SQLite's is this machine's.
+    pub async fn db_now(&self) -> Result<i64> {
+        Ok(match &self.backend {
+            Backend::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT CAST(strftime('%s', 'now') AS INTEGER)")
+                    .fetch_one(pool)
+                    .await?
+            }
+            Backend::Postgres(pool) => {
+                sqlx::query_scalar("SELECT CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)")
+                    .fetch_one(pool)
+                    .await?
+            }
+        })
+    }
+
+    /// The applied migration versions (for `moocctl doctor`).
+    pub async fn migrations(&self) -> Result<Vec<i64>> {
+        Ok(with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(pool)
+        .await?))
     }
 
     // ---- events ----

@@ -1,24 +1,14 @@
 //! `mooc-lti`: the launch server. Parses arguments, loads the configuration, opens the database and
 //! serves until SIGTERM or SIGINT; everything else lives in the library.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
 use mooc_lti::app::App;
+use mooc_lti::cli::ServerArgs as Args;
 use mooc_lti::config::Config;
-
-/// Serves LTI 1.1 launches: verifies each signed launch and redirects the learner to their own
-/// Jupyter notebook container. Routes: POST /lti/launch, GET /lti/config.xml, GET /healthz.
-#[derive(Debug, Parser)]
-#[command(name = "mooc-lti", version)]
-struct Args {
-    /// Configuration file [default: $MOOC_CONFIG, else ./pool.yaml]
-    #[arg(long, value_name = "PATH")]
-    config: Option<PathBuf>,
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();

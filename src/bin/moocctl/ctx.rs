@@ -29,6 +29,9 @@ pub struct Global {
     /// Print only errors and requested data
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
+    /// Act as this identity (e.g. a Shibboleth eppn in automation) [default: $SUDO_USER, else $USER]
+    #[arg(long = "as", global = true, value_name = "IDENTITY")]
+    pub as_identity: Option<String>,
 }
 
 pub struct Ctx {
@@ -56,7 +59,7 @@ impl Ctx {
         self.app
             .get_or_try_init(|| async {
                 let config = Config::load(self.global.config.as_deref())?;
-                let app = App::open(config, &actor()).await?;
+                let app = App::open(config, &self.actor()).await?;
                 Ok::<_, anyhow::Error>(Arc::new(app))
             })
             .await
@@ -109,12 +112,63 @@ impl Ctx {
     }
 }
 
-/// Who is acting: `SUDO_USER` (the admin behind sudo), else `USER`.
-pub fn actor() -> String {
-    ["SUDO_USER", "USER", "LOGNAME"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "unknown".into())
+impl Ctx {
+    /// Who is acting: `--as`, else `SUDO_USER` (the admin behind sudo), else `USER`/`LOGNAME`
+    /// (cron sets `LOGNAME`).
+    pub fn actor(&self) -> String {
+        if let Some(who) = self
+            .global
+            .as_identity
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            return who.to_owned();
+        }
+        ["SUDO_USER", "USER", "LOGNAME"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+            .or_else(login_name)
+            .unwrap_or_else(|| "unknown".into())
+    }
+}
+
+/// The login name of this process's user, from /proc and /etc/passwd (for environments that set
+/// no USER, such as some cron daemons and containers).
+fn login_name() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .to_owned();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut fields = l.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)? == uid).then(|| name.to_owned())
+    })
+}
+
+/// The command line as the audit trail records it: secrets given as arguments are replaced by `***`.
+pub fn redacted_command_line() -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut hide_next = false;
+    for arg in std::env::args().skip(1) {
+        if hide_next {
+            out.push("***".into());
+            hide_next = false;
+        } else if arg == "--secret" {
+            out.push(arg);
+            hide_next = true;
+        } else if arg.starts_with("--secret=") {
+            out.push("--secret=***".into());
+        } else {
+            out.push(arg);
+        }
+    }
+    out.join(" ")
 }
 
 /// A table sized to the terminal, plain when output is not a terminal.

@@ -13,10 +13,20 @@ use crate::ctx::{self, Ctx, OK};
 
 #[derive(Debug, Subcommand)]
 pub enum UsersCmd {
+    /// List learners, most recent launch first
+    List(List),
     /// Show a learner: identity, containers, volumes, last launch
     Show(Who),
     /// Delete a learner's containers and volumes (their files): the only way a volume is removed
     Purge(Who),
+}
+
+#[derive(Debug, Args)]
+pub struct List {
+    #[arg(long)]
+    consumer: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    limit: i64,
 }
 
 #[derive(Debug, Args)]
@@ -60,10 +70,45 @@ pub struct UserDetail {
 impl UsersCmd {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         match self {
+            UsersCmd::List(l) => list(ctx, l).await,
             UsersCmd::Show(who) => show(ctx, who).await,
             UsersCmd::Purge(who) => purge(ctx, who).await,
         }
     }
+}
+
+async fn list(ctx: &Ctx, l: List) -> anyhow::Result<ExitCode> {
+    let app = ctx.app().await?;
+    let users = app
+        .store
+        .list_users(l.consumer.as_deref(), l.limit.max(0))
+        .await?;
+    ctx.emit(&users, || {
+        let mut t = ctx::table(&[
+            "ID",
+            "CONSUMER",
+            "USER_ID",
+            "NAME",
+            "FIRST SEEN",
+            "LAST LAUNCH",
+        ]);
+        for u in &users {
+            t.add_row(vec![
+                format!("#{}", u.id),
+                u.consumer_key.clone(),
+                u.user_id.clone(),
+                u.name.clone().unwrap_or_default(),
+                ctx::time(u.first_seen),
+                ctx::time(u.last_seen),
+            ]);
+        }
+        t
+    })?;
+    Ok(if users.is_empty() {
+        ctx::not_found()
+    } else {
+        OK
+    })
 }
 
 async fn show(ctx: &Ctx, who: Who) -> anyhow::Result<ExitCode> {
