@@ -440,6 +440,8 @@ async fn reconcile_repairs_every_kind_of_drift() {
         "--label",
         &format!("mooc-lti.deployment={deployment}"),
         "--label",
+        "mooc-lti.host=local",
+        "--label",
         &format!("mooc-lti.test={}", env.label),
         IMAGE,
         "sleep",

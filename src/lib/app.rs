@@ -1,8 +1,8 @@
 //! The context both binaries build once: configuration, database, Docker hosts, HTTP client and the
 //! deployment id. Everything else takes `&App`.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::{Config, PoolConfig};
 use crate::docker::{DockerError, DockerHost};
@@ -32,6 +32,9 @@ pub struct App {
     pub actor: String,
     /// Pools with a background refill running in this process (single flight).
     refilling: Mutex<HashSet<String>>,
+    /// Docker hosts this process currently finds unreachable, with the reason. Read on the launch
+    /// path (no I/O), written by the event watchers and by failed Docker calls.
+    down: RwLock<HashMap<String, String>>,
 }
 
 impl App {
@@ -55,6 +58,7 @@ impl App {
             deployment,
             actor: actor.to_owned(),
             refilling: Mutex::new(HashSet::new()),
+            down: RwLock::new(HashMap::new()),
         })
     }
 
@@ -76,6 +80,63 @@ impl App {
 
     pub(crate) fn end_refill(&self, pool: &str) {
         self.refilling.lock().expect("refill set lock").remove(pool);
+    }
+
+    /// True when this process last found the host unreachable.
+    pub fn is_down(&self, host: &str) -> bool {
+        self.down
+            .read()
+            .expect("host health lock")
+            .contains_key(host)
+    }
+
+    /// The unreachable hosts, comma-separated, or `None` when all answer.
+    pub fn down_hosts(&self) -> Option<String> {
+        let down = self.down.read().expect("host health lock");
+        if down.is_empty() {
+            None
+        } else {
+            let mut names: Vec<&str> = down.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            Some(names.join(","))
+        }
+    }
+
+    /// Records a host as reachable or not, here and in the database (for `pool status`), and logs
+    /// an event when it changes.
+    pub async fn set_host_health(&self, host: &str, error: Option<String>) {
+        let changed = {
+            let mut down = self.down.write().expect("host health lock");
+            match &error {
+                Some(e) => down.insert(host.to_owned(), e.clone()).is_none(),
+                None => down.remove(host).is_some(),
+            }
+        };
+        if let Err(e) = self
+            .store
+            .set_host_status(host, error.is_none(), error.as_deref(), crate::now())
+            .await
+        {
+            tracing::warn!("cannot record health of docker host {host}: {e}");
+        }
+        if changed {
+            match &error {
+                Some(e) => {
+                    tracing::warn!(host, "docker host down: {e}");
+                    self.event("error", "host-down", &format!("docker host {host}: {e}"))
+                        .await;
+                }
+                None => {
+                    tracing::info!(host, "docker host up again");
+                    self.event(
+                        "info",
+                        "host-up",
+                        &format!("docker host {host} answers again"),
+                    )
+                    .await;
+                }
+            }
+        }
     }
 
     /// Appends to the event log; a failure to log is reported on stderr, never fatal.

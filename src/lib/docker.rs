@@ -83,6 +83,11 @@ impl DockerError {
 
 pub type Result<T, E = DockerError> = std::result::Result<T, E>;
 
+/// Docker ANDs several `label` filters.
+fn label_filters(labels: &[(&str, &str)]) -> Vec<String> {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
 /// What to run for one notebook.
 #[derive(Debug, Clone)]
 pub struct NotebookSpec {
@@ -401,9 +406,9 @@ impl DockerHost {
         }))
     }
 
-    /// Every container (running or not) carrying `label=value`.
-    pub async fn list_labelled(&self, label: &str, value: &str) -> Result<Vec<Observed>> {
-        let filters = HashMap::from([("label", vec![format!("{label}={value}")])]);
+    /// Every container (running or not) carrying all of `labels`.
+    pub async fn list_labelled(&self, labels: &[(&str, &str)]) -> Result<Vec<Observed>> {
+        let filters = HashMap::from([("label", label_filters(labels))]);
         let opts = ListContainersOptionsBuilder::new()
             .all(true)
             .filters(&filters)
@@ -413,7 +418,7 @@ impl DockerHost {
             .await?
             .list_containers(Some(opts))
             .await
-            .map_err(self.api_err("list containers", label))?;
+            .map_err(self.api_err("list containers", "by label"))?;
         Ok(list
             .into_iter()
             .map(|c| Observed {
@@ -438,16 +443,16 @@ impl DockerHost {
             .collect())
     }
 
-    /// Names of every volume carrying `label=value`.
-    pub async fn list_labelled_volumes(&self, label: &str, value: &str) -> Result<Vec<String>> {
-        let filters = HashMap::from([("label", vec![format!("{label}={value}")])]);
+    /// Names of every volume carrying all of `labels`.
+    pub async fn list_labelled_volumes(&self, labels: &[(&str, &str)]) -> Result<Vec<String>> {
+        let filters = HashMap::from([("label", label_filters(labels))]);
         let opts = ListVolumesOptionsBuilder::new().filters(&filters).build();
         let list = self
             .client()
             .await?
             .list_volumes(Some(opts))
             .await
-            .map_err(self.api_err("list volumes", label))?;
+            .map_err(self.api_err("list volumes", "by label"))?;
         Ok(list
             .volumes
             .unwrap_or_default()
@@ -456,16 +461,15 @@ impl DockerHost {
             .collect())
     }
 
-    /// Follows `die` and `destroy` events of containers carrying `label=value`, as (action, name).
+    /// Follows `die` and `destroy` events of containers carrying all of `labels`, as (action, name).
     pub async fn container_events(
         &self,
-        label: &str,
-        value: &str,
+        labels: &[(&str, &str)],
     ) -> Result<std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<(String, String)>> + Send>>>
     {
         let filters = HashMap::from([
             ("type", vec!["container".to_owned()]),
-            ("label", vec![format!("{label}={value}")]),
+            ("label", label_filters(labels)),
             ("event", vec!["die".to_owned(), "destroy".to_owned()]),
         ]);
         let opts = bollard::query_parameters::EventsOptionsBuilder::new()

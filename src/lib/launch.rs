@@ -159,6 +159,12 @@ async fn assign(app: &Arc<App>, pool: &PoolConfig, user_id: i64) -> Result<Redir
     // between our look-up and our write sends us around again to find what it made.
     for _ in 0..5 {
         if let Some(c) = app.store.user_container(&pool.name, user_id).await? {
+            if app.is_down(&c.host) {
+                return Err(LaunchError::Unavailable(format!(
+                    "docker host {} is not answering",
+                    c.host
+                )));
+            }
             match c.state() {
                 ContainerState::Assigned | ContainerState::Ready if c.port.is_some() => {
                     return redirect(app, pool, &c, "returning");
@@ -190,7 +196,12 @@ async fn assign(app: &Arc<App>, pool: &PoolConfig, user_id: i64) -> Result<Redir
         }
         if let Some(c) = app
             .store
-            .claim_ready(&pool.name, user_id, crate::now())
+            .claim_ready(
+                &pool.name,
+                user_id,
+                crate::now(),
+                app.down_hosts().as_deref(),
+            )
             .await?
         {
             app.event("info", "claim", &format!("{} for user #{user_id}", c.name))

@@ -36,6 +36,8 @@ pub enum PoolError {
     UnknownHost(String),
     #[error("no docker host has room for another container")]
     NoHostCapacity,
+    #[error("docker host {0} is not answering")]
+    HostDown(String),
 }
 
 impl PoolError {
@@ -44,6 +46,7 @@ impl PoolError {
         match self {
             PoolError::Store(e) => e.is_unavailable(),
             PoolError::Docker(e) => e.is_unreachable(),
+            PoolError::HostDown(_) | PoolError::NoHostCapacity => true,
             _ => false,
         }
     }
@@ -129,6 +132,9 @@ fn spec(app: &App, pool: &PoolConfig, row: &ContainerRow) -> NotebookSpec {
 /// the most free capacity.
 pub async fn choose_host(app: &App, pinned: Option<&str>) -> Result<Arc<DockerHost>, PoolError> {
     if let Some(name) = pinned {
+        if app.is_down(name) {
+            return Err(PoolError::HostDown(name.to_owned()));
+        }
         return app
             .host(name)
             .cloned()

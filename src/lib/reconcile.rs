@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::app::App;
-use crate::docker::{DockerHost, LABEL_DEPLOYMENT};
+use crate::docker::{DockerHost, LABEL_DEPLOYMENT, LABEL_HOST};
 use crate::jupyter;
 use crate::pool::{self, PoolError};
 use crate::store::{ContainerFilter, ContainerRow, ContainerState};
@@ -52,6 +52,15 @@ pub async fn reconcile_all(app: &App) -> Vec<HostReport> {
     reports
 }
 
+/// The labels of this deployment's objects on `host`. Two configured hosts may be one engine (two
+/// endpoints), so the host label matters as much as the deployment's.
+fn ours<'a>(app: &'a App, host: &'a DockerHost) -> [(&'static str, &'a str); 2] {
+    [
+        (LABEL_DEPLOYMENT, &app.deployment),
+        (LABEL_HOST, host.name()),
+    ]
+}
+
 /// How long a row may stay `creating`/`warming` before reconcile decides its creator is gone.
 fn in_progress_grace(app: &App, row: &ContainerRow) -> i64 {
     let ready = app
@@ -70,7 +79,7 @@ pub async fn reconcile_host(app: &App, host: &Arc<DockerHost>) -> Result<HostRep
         ..Default::default()
     };
     let mut observed: HashMap<String, crate::docker::Observed> = host
-        .list_labelled(LABEL_DEPLOYMENT, &app.deployment)
+        .list_labelled(&ours(app, host))
         .await?
         .into_iter()
         .map(|o| (o.name.clone(), o))
@@ -214,10 +223,7 @@ pub async fn reconcile_host(app: &App, host: &Arc<DockerHost>) -> Result<HostRep
         .into_iter()
         .map(|v| (v.name, v.user_id))
         .collect();
-    for name in host
-        .list_labelled_volumes(LABEL_DEPLOYMENT, &app.deployment)
-        .await?
-    {
+    for name in host.list_labelled_volumes(&ours(app, host)).await? {
         match known.get(&name) {
             None => change(&name, "volume unknown to the database (kept)".into()),
             Some(None) if !in_use.contains(&name) => {
@@ -260,29 +266,34 @@ async fn fail(
 pub async fn watch_host(app: Arc<App>, host: Arc<DockerHost>) {
     let mut backoff = Duration::from_secs(1);
     loop {
-        if let Err(e) = reconcile_host(&app, &host).await {
-            tracing::warn!(host = host.name(), "reconcile failed: {e}");
+        match reconcile_host(&app, &host).await {
+            Ok(_) => app.set_host_health(host.name(), None).await,
+            Err(PoolError::Docker(e)) if e.is_unreachable() => {
+                app.set_host_health(host.name(), Some(e.to_string())).await;
+            }
+            Err(e) => tracing::warn!(host = host.name(), "reconcile failed: {e}"),
         }
-        let mut events = host
-            .container_events(LABEL_DEPLOYMENT, &app.deployment)
-            .await;
-        match &mut events {
-            Ok(stream) => {
-                backoff = Duration::from_secs(1);
-                while let Some(event) = stream.next().await {
-                    match event {
-                        Ok((action, name)) => apply_event(&app, &action, &name).await,
-                        Err(e) => {
-                            tracing::warn!(host = host.name(), "event stream: {e}");
-                            break;
+        if !app.is_down(host.name()) {
+            match host.container_events(&ours(&app, &host)).await {
+                Ok(mut stream) => {
+                    backoff = Duration::from_secs(1);
+                    while let Some(event) = stream.next().await {
+                        match event {
+                            Ok((action, name)) => apply_event(&app, &action, &name).await,
+                            Err(e) => {
+                                tracing::warn!(host = host.name(), "event stream: {e}");
+                                break;
+                            }
                         }
                     }
+                    // The stream ended: reconnect at once; reconcile decides whether the host is down.
+                    continue;
                 }
+                Err(e) => tracing::warn!(host = host.name(), "cannot follow events: {e}"),
             }
-            Err(e) => tracing::warn!(host = host.name(), "cannot follow events: {e}"),
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(60));
+        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 

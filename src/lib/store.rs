@@ -288,6 +288,17 @@ pub struct AuditRow {
     pub outcome: String,
 }
 
+/// A Docker host's health as a server last saw it.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct HostStatusRow {
+    pub name: String,
+    pub up: bool,
+    pub error: Option<String>,
+    pub checked_at: i64,
+    /// When `up` last changed.
+    pub changed_at: i64,
+}
+
 /// A volume row: a learner's files in one pool, on one host.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct VolumeRow {
@@ -675,11 +686,14 @@ impl Store {
     /// theirs, atomically. `None` when no container is ready. A learner never gets two containers
     /// and a container never gets two learners: the claim is one locked update, and the unique index
     /// on (pool, user) turns a concurrent second claim for the same learner into `None` + retry.
+    /// `down_hosts` (comma-separated host names, or `None`) are skipped: their containers cannot be
+    /// reached.
     pub async fn claim_ready(
         &self,
         pool_name: &str,
         user_id: i64,
         now: i64,
+        down_hosts: Option<&str>,
     ) -> Result<Option<ContainerRow>> {
         macro_rules! claim {
             ($begin:expr, $select:literal) => {{
@@ -695,6 +709,7 @@ impl Store {
                 .bind(user_id)
                 .bind(now)
                 .bind(pool_name)
+                .bind(down_hosts)
                 .fetch_optional(&mut *tx)
                 .await
                 {
@@ -718,11 +733,12 @@ impl Store {
             Backend::Sqlite(pool) => claim!(
                 pool.begin_with("BEGIN IMMEDIATE").await?,
                 "SELECT id FROM containers WHERE pool = $3 AND state = 'ready' AND user_id IS NULL \
-                 ORDER BY id LIMIT 1"
+                 AND ($4 IS NULL OR instr(',' || $4 || ',', ',' || host || ',') = 0) ORDER BY id LIMIT 1"
             ),
             Backend::Postgres(pool) => claim!(
                 pool.begin().await?,
                 "SELECT id FROM containers WHERE pool = $3 AND state = 'ready' AND user_id IS NULL \
+                 AND ($4 IS NULL OR strpos(',' || $4 || ',', ',' || host || ',') = 0) \
                  ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
             ),
         }
@@ -1248,6 +1264,40 @@ impl Store {
     pub async fn migrations(&self) -> Result<Vec<i64>> {
         Ok(with_pool!(self, pool => sqlx::query_scalar(
             "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(pool)
+        .await?))
+    }
+
+    // ---- hosts ----
+
+    /// Records a host's health; `changed_at` moves only when `up` flips.
+    pub async fn set_host_status(
+        &self,
+        name: &str,
+        up: bool,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        with_pool!(self, pool => sqlx::query(
+            "INSERT INTO hosts (name, up, error, checked_at, changed_at) VALUES ($1, $2, $3, $4, $4) \
+             ON CONFLICT (name) DO UPDATE SET \
+               changed_at = CASE WHEN hosts.up = excluded.up THEN hosts.changed_at ELSE excluded.changed_at END, \
+               up = excluded.up, error = excluded.error, checked_at = excluded.checked_at",
+        )
+        .bind(name)
+        .bind(up)
+        .bind(error)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    pub async fn host_statuses(&self) -> Result<Vec<HostStatusRow>> {
+        Ok(with_pool!(self, pool => sqlx::query_as(
+            "SELECT name, up, error, checked_at, changed_at FROM hosts ORDER BY name",
         )
         .fetch_all(pool)
         .await?))

@@ -319,8 +319,19 @@ pools:
         )
     }
 
-    /// Removes every container and volume carrying this test's label.
+    /// Removes every container and volume carrying this test's label. Repeats until the label is
+    /// gone for good: a Docker request a killed server sent just before may still complete.
     pub fn cleanup_docker(&self) {
+        for _ in 0..10 {
+            self.remove_labelled();
+            std::thread::sleep(Duration::from_millis(300));
+            if self.docker_objects() == (vec![], vec![]) {
+                return;
+            }
+        }
+    }
+
+    fn remove_labelled(&self) {
         let (containers, volumes) = self.docker_objects();
         if !containers.is_empty() {
             let _ = Command::new("docker")
@@ -352,7 +363,57 @@ impl Drop for Env {
     fn drop(&mut self) {
         self.kill_server();
         self.cleanup_docker();
+        if let Backend::Postgres(admin) = backend() {
+            psql(
+                &admin,
+                &format!("DROP DATABASE IF EXISTS mooc_{} WITH (FORCE)", self.label),
+            );
+        }
     }
+}
+
+/// The database the integration tests run on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    /// The admin URL of a PostgreSQL server; each test gets its own database on it.
+    Postgres(String),
+}
+
+/// `MOOC_TEST_DATABASE=postgres` (with `MOOC_TEST_POSTGRES_URL`, see scripts/postgres.sh) runs the
+/// integration tests on PostgreSQL; the default is SQLite.
+pub fn backend() -> Backend {
+    match std::env::var("MOOC_TEST_DATABASE").as_deref() {
+        Ok("postgres") => match std::env::var("MOOC_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => Backend::Postgres(url),
+            _ => panic!(
+                "MOOC_TEST_DATABASE=postgres needs MOOC_TEST_POSTGRES_URL (scripts/postgres.sh start)"
+            ),
+        },
+        _ => Backend::Sqlite,
+    }
+}
+
+fn psql(admin_url: &str, sql: &str) {
+    let out = Command::new("psql")
+        .args([admin_url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Creates `mooc_<label>` and returns its URL.
+fn create_database(admin_url: &str, label: &str) -> String {
+    let name = format!("mooc_{label}");
+    psql(admin_url, &format!("CREATE DATABASE {name}"));
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("database name in the URL");
+    format!("{base}/{name}")
 }
 
 /// The parameters Coursera sends (privacy sharing on), for `user`.

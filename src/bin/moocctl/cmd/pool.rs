@@ -130,6 +130,12 @@ pub struct PoolStatus {
 #[derive(Debug, Serialize)]
 pub struct HostCounts {
     pub host: String,
+    /// As the servers last saw it: `up`, `down`, or `unknown` (no server has checked yet).
+    pub health: String,
+    /// Why it is down.
+    pub error: Option<String>,
+    /// Since when it has been in its current health.
+    pub since: Option<i64>,
     pub counts: BTreeMap<String, i64>,
 }
 
@@ -148,6 +154,13 @@ pub async fn pool_status(app: &App, pool: &PoolConfig) -> anyhow::Result<PoolSta
         *hosts.entry(host).or_default().entry(state).or_default() += n;
     }
     let now = mooc_lti::now();
+    let health: BTreeMap<String, mooc_lti::store::HostStatusRow> = app
+        .store
+        .host_statuses()
+        .await?
+        .into_iter()
+        .map(|h| (h.name.clone(), h))
+        .collect();
     Ok(PoolStatus {
         pool: pool.name.clone(),
         image: pool.image.clone(),
@@ -158,7 +171,20 @@ pub async fn pool_status(app: &App, pool: &PoolConfig) -> anyhow::Result<PoolSta
         counts,
         hosts: hosts
             .into_iter()
-            .map(|(host, counts)| HostCounts { host, counts })
+            .map(|(host, counts)| {
+                let h = health.get(&host);
+                HostCounts {
+                    health: match h {
+                        Some(h) if h.up => "up".into(),
+                        Some(_) => "down".into(),
+                        None => "unknown".into(),
+                    },
+                    error: h.and_then(|h| h.error.clone()),
+                    since: h.map(|h| h.changed_at),
+                    host,
+                    counts,
+                }
+            })
             .collect(),
         oldest_ready_secs: app.store.oldest_ready(&pool.name).await?.map(|t| now - t),
     })
@@ -213,11 +239,20 @@ impl Status {
                         .unwrap_or_else(|| "-".into()),
                     s.image.clone(),
                 ]);
-                if s.hosts.len() > 1 {
+                let any_down = s.hosts.iter().any(|h| h.health == "down");
+                if s.hosts.len() > 1 || any_down {
                     for h in &s.hosts {
+                        let host = match h.health.as_str() {
+                            "down" => format!(
+                                "{} (DOWN since {})",
+                                h.host,
+                                h.since.map(ctx::time).unwrap_or_default()
+                            ),
+                            _ => h.host.clone(),
+                        };
                         t.add_row(vec![
                             String::new(),
-                            h.host.clone(),
+                            host,
                             h.counts.get("ready").copied().unwrap_or(0).to_string(),
                             h.counts.values().sum::<i64>().to_string(),
                             counts_cell(&h.counts),
@@ -244,6 +279,17 @@ impl Warm {
                 continue;
             }
             for host in &app.hosts {
+                // An unreachable host is skipped (placement avoids it) and reported, not fatal.
+                if let Err(e) = tokio::time::timeout(Duration::from_secs(10), host.version())
+                    .await
+                    .map_err(|_| "did not answer in 10s".to_owned())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                {
+                    app.set_host_health(host.name(), Some(e.clone())).await;
+                    eprintln!("moocctl: docker host {} skipped: {e}", host.name());
+                    continue;
+                }
+                app.set_host_health(host.name(), None).await;
                 match host.image_present(&p.image).await {
                     Ok(true) => {}
                     Ok(false) => shortfalls.push(format!(
