@@ -16,17 +16,24 @@ if ! python3 -c 'import oauthlib' 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check oauthlib
 fi
 
-echo "== tests on SQLite"
-cargo test --locked --all-targets "$@"
-
-echo "== integration tests on PostgreSQL"
+pg=0
 if pg_env="$(bash scripts/postgres.sh start)"; then
     eval "$pg_env"
+    pg=1
     trap 'bash scripts/postgres.sh stop "$MOOC_TEST_PGDATA"' EXIT
-    MOOC_TEST_DATABASE=postgres cargo test --locked --test '*' "$@"
 elif [ -n "${CI:-}" ]; then
     echo "CI is set and PostgreSQL could not be started" >&2
     exit 1
 else
-    echo "*** SKIPPED: PostgreSQL could not be started, so the PostgreSQL pass did not run ***" >&2
+    echo "*** PostgreSQL could not be started: the PostgreSQL pass will be SKIPPED ***" >&2
+fi
+
+echo "== tests on SQLite"
+cargo test --locked --all-targets "$@"
+
+if [ "$pg" = 1 ]; then
+    echo "== integration tests on PostgreSQL"
+    MOOC_TEST_DATABASE=postgres cargo test --locked --test '*' "$@"
+else
+    echo "*** SKIPPED: the integration tests on PostgreSQL ***" >&2
 fi

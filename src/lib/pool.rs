@@ -143,6 +143,7 @@ pub async fn choose_host(app: &App, pinned: Option<&str>) -> Result<Arc<DockerHo
     let loads: HashMap<String, i64> = app.store.host_loads().await?.into_iter().collect();
     app.hosts
         .iter()
+        .filter(|h| !app.is_down(h.name()))
         .map(|h| {
             (
                 i64::from(h.config.capacity) - loads.get(h.name()).copied().unwrap_or(0),

@@ -15,6 +15,9 @@ use sqlx::{PgPool, SqlitePool};
 use crate::config::DatabaseUrl;
 use crate::secret::Secret;
 
+mod copy;
+pub use copy::{CopyError, TableCopy};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open database {url}: {source}")]

@@ -61,7 +61,10 @@ pub fn signer_ready() -> bool {
 pub struct PoolOpts {
     pub warm: u32,
     pub max: u32,
+    /// YAML appended to the pool's keys.
     pub extra: String,
+    /// The `docker_hosts:` list, replacing the one local host.
+    pub hosts: Option<String>,
 }
 
 impl Default for PoolOpts {
@@ -70,6 +73,7 @@ impl Default for PoolOpts {
             warm: 0,
             max: 10,
             extra: String::new(),
+            hosts: None,
         }
     }
 }
@@ -89,6 +93,8 @@ pub struct Env {
     /// Value of the `mooc-lti.test` label on everything this test creates.
     pub label: String,
     pub server: Option<Server>,
+    /// More servers on the same database (scale-out tests).
+    pub extra_servers: Vec<Server>,
     pub http: HttpClient,
     nonce: std::sync::atomic::AtomicU64,
 }
@@ -120,6 +126,7 @@ impl Env {
             db_url,
             label,
             server: None,
+            extra_servers: Vec::new(),
             http: HttpClient::new(),
             nonce: std::sync::atomic::AtomicU64::new(0),
         };
@@ -144,9 +151,7 @@ database_url: {db}
 labels:
   mooc-lti.test: {label}
 docker_hosts:
-  - name: local
-    endpoint: unix:///var/run/docker.sock
-    public_host: 127.0.0.1
+{hosts}
 pools:
   - name: default
     image: {IMAGE}
@@ -163,6 +168,9 @@ pools:
             warm = opts.warm,
             max = opts.max,
             extra = opts.extra,
+            hosts = opts.hosts.clone().unwrap_or_else(|| {
+                "  - name: local\n    endpoint: unix:///var/run/docker.sock\n    public_host: 127.0.0.1".into()
+            }),
         );
         std::fs::write(&self.config, yaml).expect("write config");
     }
@@ -183,6 +191,21 @@ pools:
 
     /// Starts `mooc-lti` and waits until it listens.
     pub fn start_server(&mut self) -> SocketAddr {
+        let server = self.spawn_server();
+        let addr = server.addr;
+        self.server = Some(server);
+        addr
+    }
+
+    /// Starts one more `mooc-lti` on the same configuration and database.
+    pub fn start_extra_server(&mut self) -> SocketAddr {
+        let server = self.spawn_server();
+        let addr = server.addr;
+        self.extra_servers.push(server);
+        addr
+    }
+
+    fn spawn_server(&self) -> Server {
         let n = std::fs::read_dir(self.dir.path())
             .map(|d| d.count())
             .unwrap_or(0);
@@ -214,8 +237,7 @@ pools:
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        self.server = Some(Server { child, addr, log });
-        addr
+        Server { child, addr, log }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -231,9 +253,14 @@ pools:
         server.child.wait().expect("wait for server")
     }
 
-    /// SIGKILL: a crash.
+    /// SIGKILL: a crash (of every server of this deployment).
     pub fn kill_server(&mut self) {
-        if let Some(mut server) = self.server.take() {
+        for mut server in self
+            .server
+            .take()
+            .into_iter()
+            .chain(self.extra_servers.drain(..))
+        {
             let _ = server.child.kill();
             let _ = server.child.wait();
         }
@@ -281,9 +308,14 @@ pools:
 
     /// POSTs a form body to `/lti/launch{query}`.
     pub async fn post(&self, query: &str, body: String) -> Response {
+        self.post_to(self.addr(), query, body).await
+    }
+
+    /// POSTs a form body to `/lti/launch{query}` on the server at `addr`.
+    pub async fn post_to(&self, addr: SocketAddr, query: &str, body: String) -> Response {
         self.http
             .post_form(
-                &self.url(&format!("/lti/launch{query}")),
+                &format!("http://{addr}/lti/launch{query}"),
                 body,
                 Duration::from_secs(120),
             )

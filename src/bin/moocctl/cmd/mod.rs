@@ -5,6 +5,7 @@ pub mod admin;
 pub mod audit;
 pub mod consumer;
 pub mod containers;
+pub mod db;
 pub mod doctor;
 pub mod generate;
 pub mod launch;
@@ -50,6 +51,9 @@ pub enum Command {
     Audit(audit::AuditCmd),
     /// Check configuration, database, Docker hosts, images, clocks and URLs
     Doctor,
+    /// The database: copy it to a fresh one (SQLite to PostgreSQL and back)
+    #[command(subcommand)]
+    Db(db::DbCmd),
     /// Send a signed test launch to the server and report the redirect
     Launch(launch::LaunchCmd),
     /// Man pages and shell completions
@@ -71,6 +75,7 @@ impl Command {
             Command::Nonces(c) => matches!(c, nonces::NoncesCmd::Prune),
             Command::Admin(c) => !matches!(c, admin::AdminCmd::List),
             Command::Launch(l) => !l.is_print_only(),
+            Command::Db(_) => true,
             Command::Sessions(_)
             | Command::Logs(_)
             | Command::Audit(_)
@@ -131,6 +136,7 @@ impl Command {
             Command::Audit(c) => c.run(ctx).await,
             Command::Doctor => doctor::run(ctx).await,
             Command::Launch(c) => c.run(ctx).await,
+            Command::Db(c) => c.run(ctx).await,
             Command::Generate(g) => g.run(),
         }
     }
