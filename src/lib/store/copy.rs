@@ -20,7 +20,10 @@ use Kind::{Bool, Int, Text};
 /// The tables copied, in an order that keeps references meaningful, with their columns. `key` is an
 /// integer primary key to page by, or `None` for small tables read in one go. Leases are not copied:
 /// they belong to running processes.
-const TABLES: &[(&str, Option<&str>, &[(&str, Kind)])] = &[
+/// A table: name, integer key to page by (if any), columns.
+type Table = (&'static str, Option<&'static str>, &'static [(&'static str, Kind)]);
+
+const TABLES: &[Table] = &[
     ("meta", None, &[("key", Text), ("value", Text)]),
     (
         "consumers",
