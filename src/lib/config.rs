@@ -190,9 +190,12 @@ pub struct DockerHostConfig {
     /// Most notebook containers this host may run (placement prefers the host with most room).
     #[serde(default = "default_capacity")]
     pub capacity: u32,
-    /// TLS client files for `tcp://` endpoints.
+    /// TLS client files for `tcp://` endpoints (the engine's `--tlsverify` set-up).
     #[serde(default)]
     pub tls: Option<DockerTls>,
+    /// Private key for `ssh://` endpoints [default: the ssh agent and ~/.ssh].
+    #[serde(default)]
+    pub ssh_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -483,13 +486,22 @@ impl Config {
                 return Err(invalid(key("name"), format!("{:?} is used twice", h.name)));
             }
             let scheme = h.endpoint.split("://").next().unwrap_or("");
-            if !h.endpoint.contains("://") || !matches!(scheme, "unix" | "tcp" | "http" | "https") {
+            if !h.endpoint.contains("://") || !matches!(scheme, "unix" | "tcp" | "http" | "ssh") {
                 return Err(invalid(
                     key("endpoint"),
                     format!(
-                        "{:?} must be unix://PATH, tcp://HOST:PORT or http://HOST:PORT",
+                        "{:?} must be unix://PATH, tcp://HOST:PORT (with tls:), http://HOST:PORT or ssh://USER@HOST",
                         h.endpoint
                     ),
+                ));
+            }
+            if h.tls.is_some() && scheme != "tcp" {
+                return Err(invalid(key("tls"), "goes with a tcp:// endpoint".into()));
+            }
+            if h.ssh_key.is_some() && scheme != "ssh" {
+                return Err(invalid(
+                    key("ssh_key"),
+                    "goes with an ssh:// endpoint".into(),
                 ));
             }
             if h.public_host.trim().is_empty() || h.public_host.contains(['/', ' ', '?', '#']) {
@@ -684,6 +696,30 @@ pools:
             .unwrap_err()
             .to_string();
         assert!(err.contains("pools[0].memory"), "{err}");
+    }
+
+    #[test]
+    fn docker_endpoints_and_their_credentials_must_match() {
+        let tcp_tls = MINIMAL.replace(
+            "endpoint: unix:///var/run/docker.sock",
+            "endpoint: tcp://docker2.example.edu:2376\n    tls: { ca: /etc/mooc/ca.pem, cert: /etc/mooc/cert.pem, key: /etc/mooc/key.pem }",
+        );
+        parse(&tcp_tls).unwrap();
+        let ssh = MINIMAL.replace(
+            "endpoint: unix:///var/run/docker.sock",
+            "endpoint: ssh://mooc@docker3.example.edu\n    ssh_key: /etc/mooc/id_ed25519",
+        );
+        parse(&ssh).unwrap();
+        let wrong = MINIMAL.replace(
+            "endpoint: unix:///var/run/docker.sock",
+            "endpoint: unix:///var/run/docker.sock\n    ssh_key: /etc/mooc/id_ed25519",
+        );
+        let err = parse(&wrong).unwrap_err().to_string();
+        assert!(err.contains("docker_hosts[0].ssh_key"), "{err}");
+        let err = parse(&MINIMAL.replace("unix:///var/run/docker.sock", "ftp://x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("docker_hosts[0].endpoint"), "{err}");
     }
 
     #[test]

@@ -135,19 +135,26 @@ impl DockerHost {
         let ep = config.endpoint.as_str();
         let raw = if let Some(path) = ep.strip_prefix("unix://") {
             Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, version).map_err(connect_err)?
+        } else if let (Some(addr), Some(tls)) = (ep.strip_prefix("tcp://"), &config.tls) {
+            // Docker's TLS: the engine verifies our client certificate, we verify its CA.
+            Docker::connect_with_ssl(
+                addr,
+                &tls.key,
+                &tls.cert,
+                &tls.ca,
+                REQUEST_TIMEOUT_SECS,
+                version,
+            )
+            .map_err(connect_err)?
         } else if let Some(addr) = ep
             .strip_prefix("tcp://")
             .or_else(|| ep.strip_prefix("http://"))
         {
-            if config.tls.is_some() {
-                return Err(connect_err(
-                    bollard::errors::Error::UnsupportedURISchemeError {
-                        uri: "tcp:// with tls (this build has no TLS client)".into(),
-                    },
-                ));
-            }
             Docker::connect_with_http(&format!("http://{addr}"), REQUEST_TIMEOUT_SECS, version)
                 .map_err(connect_err)?
+        } else if ep.starts_with("ssh://") {
+            let key = config.ssh_key.as_ref().map(|k| k.display().to_string());
+            Docker::connect_with_ssh(ep, REQUEST_TIMEOUT_SECS, version, key).map_err(connect_err)?
         } else {
             return Err(connect_err(
                 bollard::errors::Error::UnsupportedURISchemeError { uri: ep.to_owned() },

@@ -21,7 +21,11 @@ use Kind::{Bool, Int, Text};
 /// integer primary key to page by, or `None` for small tables read in one go. Leases are not copied:
 /// they belong to running processes.
 /// A table: name, integer key to page by (if any), columns.
-type Table = (&'static str, Option<&'static str>, &'static [(&'static str, Kind)]);
+type Table = (
+    &'static str,
+    Option<&'static str>,
+    &'static [(&'static str, Kind)],
+);
 
 const TABLES: &[Table] = &[
     ("meta", None, &[("key", Text), ("value", Text)]),
