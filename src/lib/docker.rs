@@ -34,14 +34,14 @@ pub enum DockerError {
     Connect {
         host: String,
         endpoint: String,
-        source: bollard::errors::Error,
+        source: Box<bollard::errors::Error>,
     },
     #[error("docker host {host}: {op} {target}: {source}")]
     Api {
         host: String,
         op: &'static str,
         target: String,
-        source: bollard::errors::Error,
+        source: Box<bollard::errors::Error>,
     },
     #[error("docker host {host}: container {target} has no published port {port}/tcp")]
     NoPort {
@@ -54,16 +54,16 @@ pub enum DockerError {
 impl DockerError {
     /// True when the engine answered 404 for the object.
     pub fn is_not_found(&self) -> bool {
-        matches!(
-            self,
-            DockerError::Api {
-                source: bollard::errors::Error::DockerResponseServerError {
+        match self {
+            DockerError::Api { source, .. } => matches!(
+                **source,
+                bollard::errors::Error::DockerResponseServerError {
                     status_code: 404,
                     ..
-                },
-                ..
-            }
-        )
+                }
+            ),
+            _ => false,
+        }
     }
 
     /// True when the engine could not be reached at all (as opposed to refusing a request).
@@ -71,7 +71,7 @@ impl DockerError {
         match self {
             DockerError::Connect { .. } => true,
             DockerError::Api { source, .. } => !matches!(
-                source,
+                &**source,
                 bollard::errors::Error::DockerResponseServerError { .. }
                     | bollard::errors::Error::JsonDataError { .. }
                     | bollard::errors::Error::JsonSerdeError { .. }
@@ -129,7 +129,7 @@ impl DockerHost {
         let connect_err = |source| DockerError::Connect {
             host: config.name.clone(),
             endpoint: config.endpoint.clone(),
-            source,
+            source: Box::new(source),
         };
         let version = bollard::API_DEFAULT_VERSION;
         let ep = config.endpoint.as_str();
@@ -182,7 +182,7 @@ impl DockerHost {
             host,
             op,
             target,
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -488,7 +488,7 @@ impl DockerHost {
                 host: host.clone(),
                 op: "follow events",
                 target: "containers".into(),
-                source,
+                source: Box::new(source),
             })?;
             let name = event
                 .actor
@@ -526,7 +526,7 @@ impl DockerHost {
                         host: host.clone(),
                         op: "logs",
                         target: target.clone(),
-                        source,
+                        source: Box::new(source),
                     })
             });
         Ok(Box::pin(stream))
