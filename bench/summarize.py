@@ -121,7 +121,14 @@ def main():
 
     scale = [r for r in rows if r["part"] == "scale"]
     if scale:
-        say("### Scale: 1 million sessions, 100 thousand users (target < 50 ms each)")
+        db = next((r for r in rows if r["part"] == "scale-db"), None)
+        if db:
+            say(
+                f"### Scale: {db['sessions']:,} sessions, {db['users']:,} users, {db['containers']:,} "
+                f"containers in SQLite ({db['bytes'] / 2**20:.0f} MiB; target < 50 ms each)"
+            )
+        else:
+            say("### Scale (target < 50 ms each)")
         say("")
         say("| what | median ms | min–max ms | p99 ms | target |")
         say("| --- | --- | --- | --- | --- |")
