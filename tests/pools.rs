@@ -461,6 +461,7 @@ async fn reconcile_repairs_every_kind_of_drift() {
             now: mooc_lti::now() - 3600,
             max: 100,
             warm: 100,
+            owner: "elsewhere:1:abc",
         })
         .await
         .unwrap();

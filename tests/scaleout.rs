@@ -229,6 +229,7 @@ async fn containers_spread_over_two_hosts_and_one_going_down_leaves_the_other_se
 
     env.start_server();
     let mut host_of: HashMap<String, String> = HashMap::new();
+    let mut container_of: HashMap<String, String> = HashMap::new();
     for user in ["u-1", "u-2"] {
         let resp = env.launch(user).await;
         assert_eq!(resp.status, 302, "{}", resp.text());
@@ -238,6 +239,7 @@ async fn containers_spread_over_two_hosts_and_one_going_down_leaves_the_other_se
             user.to_owned(),
             shown[0]["host"].as_str().unwrap().to_owned(),
         );
+        container_of.insert(user.to_owned(), name);
     }
     let on_proxied = host_of
         .iter()
@@ -276,6 +278,15 @@ async fn containers_spread_over_two_hosts_and_one_going_down_leaves_the_other_se
     let table = env.moocctl(&["pool", "status"]);
     assert!(String::from_utf8_lossy(&table.stdout).contains("proxied (DOWN since"));
 
+    // Only the engine's endpoint is gone; the notebook still runs, so its learner keeps working.
+    let resp = env.launch(&on_proxied).await;
+    assert_eq!(resp.status, 302, "{}", resp.text());
+    // Now the machine is gone too (its notebooks stop answering): a clear "unavailable" page.
+    let paused = std::process::Command::new("docker")
+        .args(["pause", &container_of[&on_proxied]])
+        .status()
+        .unwrap();
+    assert!(paused.success());
     let resp = env.launch(&on_proxied).await;
     assert_eq!(resp.status, 503, "{}", resp.text());
     assert!(

@@ -30,6 +30,9 @@ pub struct App {
     pub launch_base_uri: String,
     /// Who acts, for the event log: `server` or the admin's identity.
     pub actor: String,
+    /// This process: `host:pid:random`. Recorded on the containers it reserves, so that a restart
+    /// can tell which unfinished creations a crash cut short.
+    pub instance: String,
     /// Pools with a background refill running in this process (single flight).
     refilling: Mutex<HashSet<String>>,
     /// Docker hosts this process currently finds unreachable, with the reason. Read on the launch
@@ -50,6 +53,7 @@ impl App {
             .collect::<Result<Vec<_>, _>>()?;
         let launch_base_uri = crate::lti::base_string_uri(&config.server.public_url.launch_url());
         Ok(App {
+            instance: instance_id(),
             launch_base_uri,
             config,
             store,
@@ -60,6 +64,25 @@ impl App {
             refilling: Mutex::new(HashSet::new()),
             down: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// True when `owner` (an instance id) names a process of this machine that no longer runs.
+    pub fn owner_is_gone(&self, owner: &str) -> bool {
+        let mut parts = owner.splitn(3, ':');
+        let (Some(host), Some(pid)) = (parts.next(), parts.next()) else {
+            return false;
+        };
+        if host != machine_name() {
+            return false;
+        }
+        if owner == self.instance {
+            return false;
+        }
+        match pid.parse::<u32>() {
+            Ok(pid) if pid == std::process::id() => true,
+            Ok(pid) => !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            Err(_) => false,
+        }
     }
 
     pub fn host(&self, name: &str) -> Option<&Arc<DockerHost>> {
@@ -149,4 +172,22 @@ impl App {
             tracing::warn!("cannot write event {kind}: {e}");
         }
     }
+}
+
+/// This machine's name, for instance ids.
+fn machine_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into())
+}
+
+/// `host:pid:random`: unique per process, and says where it ran.
+fn instance_id() -> String {
+    format!(
+        "{}:{}:{}",
+        machine_name(),
+        std::process::id(),
+        crate::secret::random_hex(3)
+    )
 }

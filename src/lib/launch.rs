@@ -156,19 +156,21 @@ pub async fn launch(app: &Arc<App>, req: LaunchRequest<'_>) -> Result<Redirect, 
 async fn assign(app: &Arc<App>, pool: &PoolConfig, user_id: i64) -> Result<Redirect, LaunchError> {
     let deadline = Instant::now() + app.config.server.launch_wait;
     // A few rounds cover the races: a concurrent launch of the same learner reserving or claiming
-    // between our look-up and our write sends us around again to find what it made.
-    for _ in 0..5 {
+    // between our look-up and our write sends us around again to find what it made; a claimed
+    // container that does not answer sends us around for another.
+    for _ in 0..6 {
         if let Some(c) = app.store.user_container(&pool.name, user_id).await? {
-            if app.is_down(&c.host) {
-                return Err(LaunchError::Unavailable(format!(
-                    "docker host {} is not answering",
-                    c.host
-                )));
-            }
+            let host_down = app.is_down(&c.host);
             match c.state() {
                 ContainerState::Assigned | ContainerState::Ready if c.port.is_some() => {
+                    // With the engine unreachable the notebook itself may still be up: a learner
+                    // keeps working while Docker is away, and only gets "unavailable" if it is not.
+                    if host_down && !notebook_answers(app, pool, &c).await {
+                        return Err(host_unavailable(&c.host));
+                    }
                     return redirect(app, pool, &c, "returning");
                 }
+                _ if host_down => return Err(host_unavailable(&c.host)),
                 ContainerState::Stopped => {
                     let c = pool::restart_stopped(app, pool, &c).await?;
                     app.event(
@@ -194,19 +196,35 @@ async fn assign(app: &Arc<App>, pool: &PoolConfig, user_id: i64) -> Result<Redir
                 None => continue,
             }
         }
+        let down = app.down_hosts();
         if let Some(c) = app
             .store
-            .claim_ready(
-                &pool.name,
-                user_id,
-                crate::now(),
-                app.down_hosts().as_deref(),
-            )
+            .claim_ready(&pool.name, user_id, crate::now(), down.as_deref())
             .await?
         {
+            pool::refill_in_background(app.clone(), pool);
+            // A warm container may have died since it became ready (before its event arrived):
+            // hand it out only if Jupyter answers, else give the claim back and take another.
+            if !notebook_answers(app, pool, &c).await {
+                app.store
+                    .unclaim(c.id, user_id, crate::now(), "did not answer when claimed")
+                    .await?;
+                app.event(
+                    "warn",
+                    "claim-failed",
+                    &format!("{} did not answer; discarded", c.name),
+                )
+                .await;
+                let app = app.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = pool::discard(&app, &c).await {
+                        tracing::warn!(container = %c.name, "cannot remove: {e}");
+                    }
+                });
+                continue;
+            }
             app.event("info", "claim", &format!("{} for user #{user_id}", c.name))
                 .await;
-            pool::refill_in_background(app.clone(), pool);
             return redirect(app, pool, &c, "claimed");
         }
         let name = pool::new_container_name(&pool.name);
@@ -216,9 +234,25 @@ async fn assign(app: &Arc<App>, pool: &PoolConfig, user_id: i64) -> Result<Redir
             return start_for_user(app, pool, row, deadline, "created").await;
         }
     }
-    Err(LaunchError::Internal(
+    Err(LaunchError::Unavailable(
         "could not settle the learner's container".into(),
     ))
+}
+
+fn host_unavailable(host: &str) -> LaunchError {
+    LaunchError::Unavailable(format!("docker host {host} is not answering"))
+}
+
+/// Whether the container's Jupyter answers `GET {base_url}api` (a quick HTTP call, not Docker).
+async fn notebook_answers(app: &App, pool: &PoolConfig, c: &ContainerRow) -> bool {
+    let (Some(host), Some(port)) = (app.config.host(&c.host), c.port) else {
+        return false;
+    };
+    let url = format!("{}api", pool::probe_base(host, pool, &c.name, port));
+    matches!(
+        app.http.get(&url, &[], Duration::from_secs(3)).await,
+        Ok(r) if r.status.is_success()
+    )
 }
 
 /// Reserves an on-demand container row for the learner. `None` when a concurrent launch of the
@@ -252,6 +286,7 @@ async fn reserve_for_user(
             now: crate::now(),
             max: i64::from(pool.max),
             warm: i64::from(pool.warm),
+            owner: &app.instance,
         })
         .await?;
     match reserved {

@@ -20,20 +20,8 @@ pub fn spawn(app: Arc<App>) {
     tokio::spawn(periodic(app));
 }
 
-/// A name for this process in leases: host name, process id and a random part.
-fn holder_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "host".into());
-    format!(
-        "{host}:{}:{}",
-        std::process::id(),
-        crate::secret::random_hex(3)
-    )
-}
-
 async fn periodic(app: Arc<App>) {
-    let holder = holder_id();
+    let holder = app.instance.clone();
     let mut tick = tokio::time::interval(ROUND_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -51,8 +39,13 @@ async fn periodic(app: Arc<App>) {
     }
 }
 
-/// One round: prune nonces past the window, cull, then refill each pool.
+/// One round: reconcile every host, prune nonces past the window, cull, then refill each pool.
 pub async fn round(app: &Arc<App>) {
+    for report in crate::reconcile::reconcile_all(app).await {
+        if let Some(e) = report.unreachable {
+            tracing::warn!(host = %report.host, "reconcile: {e}");
+        }
+    }
     let window = app.config.server.timestamp_window.as_secs() as i64;
     // A nonce only needs remembering while its timestamp is acceptable (twice the window, for
     // timestamps from the future).

@@ -181,6 +181,7 @@ pub async fn reserve_warm(app: &App, pool: &PoolConfig) -> Result<Option<Contain
             now: crate::now(),
             max: i64::from(pool.max),
             warm: i64::from(pool.warm),
+            owner: &app.instance,
         })
         .await?;
     Ok(match reserved {
@@ -466,6 +467,20 @@ pub async fn forget(app: &App, row: &ContainerRow, why: &str) -> Result<bool, Po
         host.remove_volume(&row.volume).await?;
     }
     Ok(true)
+}
+
+/// Removes the Docker container of a row already marked failed or removed, and its volume when
+/// nobody owns it.
+pub async fn discard(app: &App, row: &ContainerRow) -> Result<(), PoolError> {
+    let host = app
+        .host(&row.host)
+        .ok_or_else(|| PoolError::UnknownHost(row.host.clone()))?;
+    host.remove_container(row.docker_id.as_deref().unwrap_or(&row.name))
+        .await?;
+    if app.store.delete_unowned_volume(&row.volume).await? {
+        host.remove_volume(&row.volume).await?;
+    }
+    Ok(())
 }
 
 /// Removes every ready, unassigned container of a pool (never an assigned one).

@@ -103,7 +103,10 @@ pub async fn reconcile_host(app: &App, host: &Arc<DockerHost>) -> Result<HostRep
     for row in rows {
         let obs = observed.remove(&row.name);
         let state = row.state();
-        let stale = now - row.updated_at > in_progress_grace(app, &row);
+        // A creation is abandoned when its process is gone (a crash on this machine) or, for other
+        // machines' processes, when it has taken far longer than any creation can.
+        let stale = now - row.updated_at > in_progress_grace(app, &row)
+            || row.owner.as_deref().is_some_and(|o| app.owner_is_gone(o));
         match (state, obs) {
             (ContainerState::Creating | ContainerState::Warming, _) if !stale => {}
             (ContainerState::Creating | ContainerState::Warming, Some(o)) => {

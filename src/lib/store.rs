@@ -168,6 +168,8 @@ pub struct ContainerRow {
     pub assigned_at: Option<i64>,
     pub last_activity: Option<i64>,
     pub error: Option<String>,
+    /// The process that reserved it (`host:pid:random`).
+    pub owner: Option<String>,
 }
 
 /// A state read from the database; an unknown text (a newer version's state) reads as `Failed` so it
@@ -191,7 +193,7 @@ impl ContainerRow {
 macro_rules! container_cols {
     () => {
         "id, name, pool, host, docker_id, port, token, volume, state, user_id, created_at, updated_at, \
-         ready_at, assigned_at, last_activity, error"
+         ready_at, assigned_at, last_activity, error, owner"
     };
 }
 
@@ -357,6 +359,8 @@ pub struct Reservation<'a> {
     pub max: i64,
     /// For warm reservations: most ready-or-coming unassigned containers in the pool.
     pub warm: i64,
+    /// The reserving process (`App::instance`).
+    pub owner: &'a str,
 }
 
 /// How a reservation went.
@@ -747,6 +751,39 @@ impl Store {
         }
     }
 
+    /// Gives a claim back: the container is marked failed and unassigned, its volume unowned again
+    /// (the learner never saw it), in one transaction.
+    pub async fn unclaim(
+        &self,
+        container_id: i64,
+        user_id: i64,
+        now: i64,
+        why: &str,
+    ) -> Result<()> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let volume: Option<String> = sqlx::query_scalar(
+                "UPDATE containers SET state = 'failed', user_id = NULL, error = $3, updated_at = $4 \
+                 WHERE id = $1 AND user_id = $2 RETURNING volume",
+            )
+            .bind(container_id)
+            .bind(user_id)
+            .bind(why)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(volume) = volume {
+                sqlx::query("UPDATE volumes SET user_id = NULL, claimed_at = NULL WHERE name = $1 AND user_id = $2")
+                    .bind(volume)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
     /// Reserves a container row (and its volume row when new) before any Docker call, so that two
     /// processes warming or launching at once never pass `max` or the warm target.
     pub async fn reserve_container(&self, r: &Reservation<'_>) -> Result<Reserved> {
@@ -754,8 +791,8 @@ impl Store {
             ($tx:expr) => {{
                 let mut tx = $tx;
                 let row: std::result::Result<Option<ContainerRow>, sqlx::Error> = sqlx::query_as(concat!(
-                    "INSERT INTO containers (name, pool, host, token, volume, state, user_id, created_at, updated_at) \
-                     SELECT $1, $2, $3, $4, $5, 'creating', $6, $7, $7 \
+                    "INSERT INTO containers (name, pool, host, token, volume, state, user_id, created_at, updated_at, owner) \
+                     SELECT $1, $2, $3, $4, $5, 'creating', $6, $7, $7, $10 \
                      WHERE (SELECT COUNT(*) FROM containers WHERE pool = $2 AND state NOT IN ('removed', 'failed')) < $8 \
                        AND ($6 IS NOT NULL OR (SELECT COUNT(*) FROM containers WHERE pool = $2 AND user_id IS NULL \
                             AND state IN ('creating', 'warming', 'ready')) < $9) \
@@ -770,6 +807,7 @@ impl Store {
                 .bind(r.now)
                 .bind(r.max)
                 .bind(r.warm)
+                .bind(r.owner)
                 .fetch_optional(&mut *tx)
                 .await;
                 let row = match row {

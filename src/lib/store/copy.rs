@@ -118,6 +118,7 @@ const TABLES: &[Table] = &[
             ("assigned_at", Int),
             ("last_activity", Int),
             ("error", Text),
+            ("owner", Text),
         ],
     ),
     (
