@@ -37,12 +37,22 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Sql(sqlx::Error::Database(e)) => {
+                // PostgreSQL: lock or statement timeout (55P03, 57014), read-only transaction
+                // (25006), insufficient resources (53xxx: disk full, out of memory, too many
+                // connections), admin shutdown (57P01-57P03). SQLite says it in words (BUSY,
+                // LOCKED, READONLY, FULL, IOERR).
+                let code = e.code().unwrap_or_default();
                 let msg = e.message().to_ascii_lowercase();
-                msg.contains("locked")
+                matches!(
+                    code.as_ref(),
+                    "55P03" | "57014" | "25006" | "57P01" | "57P02" | "57P03"
+                ) || code.starts_with("53")
+                    || msg.contains("locked")
                     || msg.contains("readonly")
                     || msg.contains("read-only")
                     || msg.contains("disk")
                     || msg.contains("full")
+                    || msg.contains("i/o error")
             }
             StoreError::Sql(
                 sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
@@ -440,7 +450,11 @@ impl Store {
                 backend: Backend::Sqlite(pool),
             }
         } else {
-            let options = PgConnectOptions::from_str(&url.0).map_err(connect_err)?;
+            // Bounded waits: a locked table or a stuck statement becomes a clear error (503 for a
+            // learner), never a launch that hangs.
+            let options = PgConnectOptions::from_str(&url.0)
+                .map_err(connect_err)?
+                .options([("lock_timeout", "10s"), ("statement_timeout", "30s")]);
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(15))
