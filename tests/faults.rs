@@ -309,11 +309,14 @@ async fn a_locked_database_gives_a_clear_503_and_no_partial_rows() {
     assert_eq!(env.launch("patient").await.status, 302);
     let store = env.store().await;
     let before = row_counts(&store).await;
-    // Another process takes the write lock (SQLite) or locks the nonce table (PostgreSQL).
-    let mut locker = match backend() {
+    // Another process takes the write lock (SQLite), or another session locks the nonce table
+    // (PostgreSQL).
+    let mut locker = None;
+    let mut pg_lock = None;
+    match backend() {
         Backend::Sqlite => {
             let path = env.db_url.trim_start_matches("sqlite://").to_owned();
-            Command::new("python3")
+            let mut child = Command::new("python3")
                 .args([
                     "-c",
                     "import sqlite3, sys, time\n\
@@ -323,30 +326,24 @@ async fn a_locked_database_gives_a_clear_503_and_no_partial_rows() {
                 ])
                 .stdout(Stdio::piped())
                 .spawn()
-                .unwrap()
+                .unwrap();
+            use std::io::BufRead;
+            let mut line = String::new();
+            std::io::BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            assert_eq!(line.trim(), "locked");
+            locker = Some(child);
         }
-        Backend::Postgres(_) => Command::new("psql")
-            .args([
-                env.db_url.as_str(),
-                "-c",
-                "BEGIN; LOCK TABLE nonces IN ACCESS EXCLUSIVE MODE; SELECT 'locked'; SELECT pg_sleep(25); COMMIT;",
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    };
-    {
-        use std::io::BufRead;
-        let mut line = String::new();
-        let mut out = std::io::BufReader::new(locker.stdout.take().unwrap());
-        while !line.contains("locked") {
-            line.clear();
-            assert!(
-                out.read_line(&mut line).unwrap() > 0,
-                "the locker did not lock"
-            );
+        Backend::Postgres(_) => {
+            let pool = sqlx::PgPool::connect(&env.db_url).await.unwrap();
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("LOCK TABLE nonces IN ACCESS EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            pg_lock = Some((pool, tx));
         }
-        std::mem::forget(out);
     }
     let started = std::time::Instant::now();
     let resp = env.launch("patient").await;
@@ -361,8 +358,14 @@ async fn a_locked_database_gives_a_clear_503_and_no_partial_rows() {
         "bounded wait: {:?}",
         started.elapsed()
     );
-    let _ = locker.kill();
-    let _ = locker.wait();
+    if let Some(mut child) = locker {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    if let Some((pool, tx)) = pg_lock {
+        tx.rollback().await.unwrap();
+        pool.close().await;
+    }
     assert_eq!(row_counts(&store).await, before, "no partial rows");
     assert_eq!(
         env.launch("patient").await.status,

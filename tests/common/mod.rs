@@ -119,7 +119,10 @@ impl Env {
             .tempdir()
             .expect("temp dir");
         let label = format!("t{}", mooc_lti::secret::random_hex(6));
-        let db_url = format!("sqlite://{}", dir.path().join("mooc.db").display());
+        let db_url = match backend() {
+            Backend::Sqlite => format!("sqlite://{}", dir.path().join("mooc.db").display()),
+            Backend::Postgres(admin) => create_database(&admin, &label),
+        };
         let env = Env {
             config: dir.path().join("pool.yaml"),
             dir,
