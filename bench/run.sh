@@ -21,6 +21,8 @@
 #                         existing, empty database                                 env BENCH_DATABASE
 #   --out DIR             where results go [target/bench/DATE]                     env BENCH_OUT
 #   --keep                keep the temporary directory (configs, databases, logs)
+#   env BENCH_PERF=1      after the throughput runs, profile the server under the same load: perf
+#                         (on-CPU, perf-mooc-lti.txt) and strace -c (syscalls, strace-mooc-lti.txt)
 #
 # Builds release binaries first. Needs Docker, the test image (scripts/test-image.sh), curl and
 # python3; hyperfine is used when installed. Every container and volume made here carries the label
@@ -265,6 +267,56 @@ start_noop() {
 # rss_kib PID FIELD: VmRSS or VmHWM of a process, KiB.
 rss_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 
+# cpu_ticks PID: user + system CPU time of a process so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# machine_ticks: busy CPU time of the whole machine so far (all but idle and iowait), in clock ticks.
+machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+CLK_TCK="$(getconf CLK_TCK)"
+NPROC="$(nproc)"
+
+# busy_pct: how busy the machine is over one second, percent of all CPUs.
+busy_pct() {
+    local a b
+    a="$(machine_ticks)"; sleep 1; b="$(machine_ticks)"
+    echo $(( (b - a) * 100 / (CLK_TCK * NPROC) ))
+}
+
+# wait_quiet: this machine may be shared (other builds and tests): waits up to BENCH_QUIET_SECS [180]
+# for it to be under BENCH_QUIET_PCT [25] percent busy before a measurement. Prints the last sample.
+wait_quiet() {
+    local limit="${BENCH_QUIET_PCT:-25}" deadline busy
+    deadline=$(( $(date +%s) + ${BENCH_QUIET_SECS:-180} ))
+    busy="$(busy_pct)"
+    while [ "$busy" -gt "$limit" ] && [ "$(date +%s)" -lt "$deadline" ]; do
+        log "machine ${busy}% busy with other work; waiting for it to settle"
+        sleep 4
+        busy="$(busy_pct)"
+    done
+    echo "$busy"
+}
+
+# measured PID LOADGEN_ARGS…: runs loadgen and adds to its report the CPU seconds PID used meanwhile,
+# the rest of the machine used (anything but PID and loadgen: other people's work) and how busy the
+# machine was just before.
+measured() {
+    local pid="$1" quiet before report after m_before m_after; shift
+    quiet="$(wait_quiet)"
+    before="$(cpu_ticks "$pid")"
+    m_before="$(machine_ticks)"
+    report="$(loadgen "$@")"
+    after="$(cpu_ticks "$pid")"
+    m_after="$(machine_ticks)"
+    python3 -c '
+import json, sys
+r = json.loads(sys.argv[1])
+before, after, m_before, m_after, hz, quiet = map(int, sys.argv[2:])
+r["server_cpu_secs"] = round((after - before) / hz, 2)
+others = (m_after - m_before) / hz - r["server_cpu_secs"] - (r.get("loadgen_cpu_secs") or 0)
+r["other_cpu_secs"] = round(max(0.0, others), 2)
+r["busy_pct_before"] = quiet
+print(json.dumps(r))' "$report" "$before" "$after" "$m_before" "$m_after" "$CLK_TCK" "$quiet"
+}
+
 # loadgen ADDR NAME [loadgen options…]: prints the JSON report.
 loadgen() {
     local addr="$1" name="$2"; shift 2
@@ -310,20 +362,34 @@ part_throughput() {
     start_noop
     local warmup=$((REQUESTS / 10))
     for run in $(seq 1 "$RUNS"); do
-        report="$(loadgen "$NOOP_ADDR" noop --user-prefix ret- --users "$USERS" --requests "$REQUESTS" --warmup "$warmup" --connections "$CONNECTIONS")"
+        report="$(measured "$NOOP_PID" "$NOOP_ADDR" noop --user-prefix ret- --users "$USERS" --requests "$REQUESTS" --warmup "$warmup" --connections "$CONNECTIONS")"
         record "{\"part\":\"throughput\",\"target\":\"noop\",\"run\":$run,\"database\":\"${DATABASE%%:*}\",\"report\":$report}"
         log "run $run noop:     $(json_field "$report" rate)/s p50 $(json_field "$report" p50_ms) ms p99 $(json_field "$report" p99_ms) ms"
-        report="$(loadgen "$SERVER_ADDR" mooc-lti --user-prefix ret- --users "$USERS" --requests "$REQUESTS" --warmup "$warmup" --connections "$CONNECTIONS")"
+        report="$(measured "$SERVER_PID" "$SERVER_ADDR" mooc-lti --user-prefix ret- --users "$USERS" --requests "$REQUESTS" --warmup "$warmup" --connections "$CONNECTIONS")"
         record "{\"part\":\"throughput\",\"target\":\"mooc-lti\",\"run\":$run,\"database\":\"${DATABASE%%:*}\",\"report\":$report}"
         log "run $run mooc-lti: $(json_field "$report" rate)/s p50 $(json_field "$report" p50_ms) ms p99 $(json_field "$report" p99_ms) ms, $(json_field "$report" count_302) x 302 of $REQUESTS"
     done
+    # The same launches one at a time: the service time of one launch without contention.
+    report="$(measured "$SERVER_PID" "$SERVER_ADDR" mooc-lti-serial --user-prefix ret- --users "$USERS" --requests 2000 --warmup 200 --connections 1)"
+    record "{\"part\":\"serial\",\"database\":\"${DATABASE%%:*}\",\"report\":$report}"
+    log "one connection: $(json_field "$report" rate)/s p50 $(json_field "$report" p50_ms) ms p99 $(json_field "$report" p99_ms) ms"
     record "{\"part\":\"memory\",\"name\":\"after-throughput\",\"database\":\"${DATABASE%%:*}\",\"rss_kib\":$(rss_kib "$SERVER_PID" VmRSS),\"hwm_kib\":$(rss_kib "$SERVER_PID" VmHWM)}"
     if [ -n "${BENCH_PERF:-}" ] && command -v perf >/dev/null; then
         log "profiling one more run with perf (BENCH_PERF set)"
-        perf record -F 999 -g -p "$SERVER_PID" -o "$OUT/perf-mooc-lti.data" -- sleep 8 >/dev/null 2>&1 &
+        perf record -F 999 -p "$SERVER_PID" -o "$OUT/perf-mooc-lti.data" -- sleep 8 >/dev/null 2>&1 &
         local perf_pid=$!
         loadgen "$SERVER_ADDR" perf --user-prefix ret- --users "$USERS" --requests "$REQUESTS" --connections "$CONNECTIONS" >/dev/null
         wait "$perf_pid" || true
+        perf report -i "$OUT/perf-mooc-lti.data" --no-children --sort dso,symbol --percent-limit 0.5 --stdio \
+            >"$OUT/perf-mooc-lti.txt" 2>/dev/null || true
+        if command -v strace >/dev/null; then
+            # Off-CPU time (SQLite's busy handler sleeps, futex waits) does not show in perf's samples.
+            timeout -s INT 6 strace -f -c -p "$SERVER_PID" -o "$OUT/strace-mooc-lti.txt" &
+            local strace_pid=$!
+            sleep 1
+            loadgen "$SERVER_ADDR" strace --user-prefix ret- --users "$USERS" --requests 5000 --connections "$CONNECTIONS" >/dev/null
+            wait "$strace_pid" || true
+        fi
     fi
     stop_pid "$NOOP_PID"; NOOP_PID=""
     stop_server
@@ -347,7 +413,7 @@ part_first() {
         write_config "$config" "sqlite://$dir/mooc.db" 0 $((FIRST + 10))
         start_server "$config" "$dir/server.log"
         sleep 3
-        report="$(loadgen "$SERVER_ADDR" first --user-prefix "first$run-" --users "$FIRST" --requests "$FIRST" --connections "$CONNECTIONS")"
+        report="$(measured "$SERVER_PID" "$SERVER_ADDR" first --user-prefix "first$run-" --users "$FIRST" --requests "$FIRST" --connections "$CONNECTIONS")"
         record "{\"part\":\"first\",\"run\":$run,\"report\":$report}"
         log "run $run: $(json_field "$report" rate)/s p50 $(json_field "$report" p50_ms) ms p99 $(json_field "$report" p99_ms) ms, $(json_field "$report" count_302) x 302 of $FIRST"
         stop_server
@@ -391,9 +457,11 @@ docker_run_baseline() {
 part_warm() {
     log "warm rate: 0 -> $WARM_N ready, $RUNS runs; moocctl --parallel $PARALLEL against docker run"
     local run dir config secs p ready
+    local busy
     for run in $(seq 1 "$RUNS"); do
+        busy="$(wait_quiet)"
         secs="$(docker_run_baseline "$WARM_N" "$WORK/plain-$run")"
-        record "{\"part\":\"warm\",\"target\":\"docker-run\",\"run\":$run,\"n\":$WARM_N,\"secs\":$secs}"
+        record "{\"part\":\"warm\",\"target\":\"docker-run\",\"run\":$run,\"n\":$WARM_N,\"secs\":$secs,\"busy_pct_before\":$busy}"
         log "run $run docker run x $WARM_N: ${secs} s"
         remove_docker_objects
         for p in $PARALLEL; do
@@ -404,13 +472,14 @@ part_warm() {
             # Opens and migrates the database outside the timing (exit 1: no consumers, as expected).
             moocctl "$config" --quiet consumer list >/dev/null || [ $? = 1 ]
             local start end
+            busy="$(wait_quiet)"
             start="$(date +%s.%N)"
             warm_pool "$config" "$p"
             end="$(date +%s.%N)"
             secs="$(python3 -c "print(round($end - $start, 3))")"
             ready="$(moocctl "$config" --json pool status | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["ready"])')"
             [ "$ready" = "$WARM_N" ] || die "pool warm: $ready of $WARM_N ready"
-            record "{\"part\":\"warm\",\"target\":\"moocctl\",\"parallel\":$p,\"run\":$run,\"n\":$WARM_N,\"secs\":$secs}"
+            record "{\"part\":\"warm\",\"target\":\"moocctl\",\"parallel\":$p,\"run\":$run,\"n\":$WARM_N,\"secs\":$secs,\"busy_pct_before\":$busy}"
             log "run $run moocctl pool warm --parallel $p: ${secs} s"
             remove_docker_objects
         done
@@ -460,6 +529,7 @@ EOF
 time_command() {
     local name="$1"; shift
     local json="$WORK/hf-${name//[^a-z0-9]/-}.json"
+    wait_quiet >/dev/null
     if command -v hyperfine >/dev/null; then
         hyperfine -N --warmup 3 --runs 20 --export-json "$json" "$(printf '%q ' "$@")" >/dev/null 2>&1 \
             || hyperfine --warmup 3 --runs 20 --export-json "$json" "$(printf '%q ' "$@")" >/dev/null
@@ -517,7 +587,7 @@ part_scale() {
     sleep 3
     first_launch_all "$SERVER_ADDR" "scale-bench-" 1 1
     for run in $(seq 1 "$RUNS"); do
-        report="$(loadgen "$SERVER_ADDR" scale-launch --user-prefix scale-bench- --users 1 --requests 200 --warmup 10 --connections 1)"
+        report="$(measured "$SERVER_PID" "$SERVER_ADDR" scale-launch --user-prefix scale-bench- --users 1 --requests 200 --warmup 10 --connections 1)"
         record "{\"part\":\"scale\",\"name\":\"launch\",\"run\":$run,\"report\":$report}"
         log "run $run launch on the big database: p50 $(json_field "$report" p50_ms) ms p99 $(json_field "$report" p99_ms) ms max $(json_field "$report" max_ms) ms"
     done

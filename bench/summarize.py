@@ -21,6 +21,13 @@ def mmm(values, fmt="{:.1f}"):
     return f"{fmt.format(med)} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
 
+def others(reports):
+    """CPU seconds used during each run by processes other than the server and the load generator
+    (a shared machine's other work): the runs' figures, comma-separated."""
+    vals = [r["other_cpu_secs"] for r in reports if "other_cpu_secs" in r]
+    return ", ".join(f"{v:.1f}" for v in vals) if vals else "–"
+
+
 def verdict(ok):
     return "met" if ok else "**missed**"
 
@@ -46,18 +53,23 @@ def main():
             noop, ours = by.get((db, "noop"), []), by.get((db, "mooc-lti"), [])
             say(f"### Launch throughput, returning learners ({db})")
             say("")
-            say("| server | launches/s | p50 ms | p99 ms | max ms | 302s / requests | errors |")
-            say("| --- | --- | --- | --- | --- | --- | --- |")
-            for name, reps in (("no-op hyper", noop), ("mooc-lti", ours)):
+            serial = [r["report"] for r in rows if r["part"] == "serial" and r["database"] == db]
+            say(
+                "| server | connections | launches/s | p50 ms | p99 ms | max ms | server CPU ms per launch "
+                "| 302s / requests | errors | others' CPU s |"
+            )
+            say("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+            for name, reps in (("no-op hyper", noop), ("mooc-lti", ours), ("mooc-lti, one at a time", serial)):
                 if not reps:
                     continue
+                cpu = [r["server_cpu_secs"] * 1000 / r["answered"] for r in reps if "server_cpu_secs" in r]
                 say(
-                    f"| {name} | {mmm([r['rate'] for r in reps], '{:.0f}')} | "
+                    f"| {name} | {reps[0]['connections']} | {mmm([r['rate'] for r in reps], '{:.0f}')} | "
                     f"{mmm([r['p50_ms'] for r in reps], '{:.2f}')} | "
                     f"{mmm([r['p99_ms'] for r in reps], '{:.2f}')} | "
-                    f"{mmm([r['max_ms'] for r in reps], '{:.1f}')} | "
+                    f"{mmm([r['max_ms'] for r in reps], '{:.1f}')} | {mmm(cpu, '{:.3f}')} | "
                     f"{sum(r['count_302'] for r in reps)} / {sum(r['requests'] for r in reps)} | "
-                    f"{sum(r['errors'] for r in reps)} |"
+                    f"{sum(r['errors'] for r in reps)} | {others(reps)} |"
                 )
             if noop and ours:
                 ratios = [o["rate"] / n["rate"] for o, n in zip(ours, noop)]
@@ -75,13 +87,13 @@ def main():
     if first:
         say("### First launches (claiming a warm container)")
         say("")
-        say("| launches per run | launches/s | p50 ms | p99 ms | max ms | 302s / requests |")
-        say("| --- | --- | --- | --- | --- | --- |")
+        say("| launches per run | launches/s | p50 ms | p99 ms | max ms | 302s / requests | others' CPU s |")
+        say("| --- | --- | --- | --- | --- | --- | --- |")
         say(
             f"| {first[0]['requests']} | {mmm([r['rate'] for r in first], '{:.0f}')} | "
             f"{mmm([r['p50_ms'] for r in first], '{:.2f}')} | {mmm([r['p99_ms'] for r in first], '{:.2f}')} | "
             f"{mmm([r['max_ms'] for r in first], '{:.1f}')} | "
-            f"{sum(r['count_302'] for r in first)} / {sum(r['requests'] for r in first)} |"
+            f"{sum(r['count_302'] for r in first)} / {sum(r['requests'] for r in first)} | {others(first)} |"
         )
         say("")
 
@@ -90,16 +102,21 @@ def main():
         base = [r["secs"] for r in warm if r["target"] == "docker-run"]
         say(f"### Warm rate: 0 -> {warm[0]['n']} ready containers")
         say("")
-        say("| how | seconds | ratio to docker run | target <= 1.25 |")
-        say("| --- | --- | --- | --- |")
-        say(f"| `docker run -d` x {warm[0]['n']} in parallel (shell) | {mmm(base, '{:.2f}')} | 1 | |")
+        def busy(rs):
+            vals = [r["busy_pct_before"] for r in rs if "busy_pct_before" in r]
+            return ", ".join(str(v) for v in vals) if vals else "–"
+
+        say("| how | seconds | ratio to docker run | target <= 1.25 | machine busy % just before |")
+        say("| --- | --- | --- | --- | --- |")
+        plain = [r for r in warm if r["target"] == "docker-run"]
+        say(f"| `docker run -d` x {warm[0]['n']} in parallel (shell) | {mmm(base, '{:.2f}')} | 1 | | {busy(plain)} |")
         for p in sorted({r["parallel"] for r in warm if r["target"] == "moocctl"}):
             ours = [r for r in warm if r["target"] == "moocctl" and r["parallel"] == p]
             secs = [r["secs"] for r in ours]
             ratio = statistics.median(secs) / statistics.median(base) if base else float("nan")
             say(
                 f"| `moocctl pool warm --parallel {p}` | {mmm(secs, '{:.2f}')} | {ratio:.2f} | "
-                f"{verdict(ratio <= 1.25)} |"
+                f"{verdict(ratio <= 1.25)} | {busy(ours)} |"
             )
         say("")
 

@@ -195,7 +195,20 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         "with_location": tally.locations,
         "errors": tally.errors,
         "first_error": tally.first_error,
+        "loadgen_cpu_secs": own_cpu_secs(),
     }))
+}
+
+/// CPU time this process used so far (user + system), from /proc (Linux); the run script subtracts
+/// it and the server's from the machine's to see whether anything else was busy during the run.
+fn own_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux this runs on (getconf CLK_TCK).
+    Some(round3(ticks / 100.0))
 }
 
 fn round3(x: f64) -> f64 {
