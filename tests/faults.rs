@@ -581,7 +581,12 @@ async fn a_notebook_that_never_becomes_ready_is_failed_and_replaced_not_handed_o
 
     // Fixed: the next warm replaces them with containers that answer.
     std::fs::write(&env.config, &good).unwrap();
-    assert!(env.moocctl(&["pool", "warm"]).status.success());
+    let out = env.moocctl(&["pool", "warm"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     env.start_server();
     let resp = env.launch("waiting").await;
     assert_eq!(resp.status, 302, "{}", resp.text());

@@ -290,6 +290,11 @@ impl Warm {
                     continue;
                 }
                 app.set_host_health(host.name(), None).await;
+                // Settle creations a crashed process left behind, so they neither count towards
+                // the target nor make this run wait for them.
+                if let Err(e) = mooc_lti::reconcile::reconcile_host(app, host).await {
+                    eprintln!("moocctl: reconcile of docker host {}: {e}", host.name());
+                }
                 match host.image_present(&p.image).await {
                     Ok(true) => {}
                     Ok(false) => shortfalls.push(format!(
