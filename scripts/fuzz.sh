@@ -54,7 +54,7 @@ for target in $targets; do
     echo "== fuzzing $target for ${seconds}s"
     mkdir -p "fuzz/target/corpus/$target"
     # New inputs go to the first directory; the committed seeds are only read.
-    if ! cargo fuzz run "${flags[@]}" "$target" "fuzz/target/corpus/$target" "fuzz/corpus/$target" -- \
+    if cargo fuzz run "${flags[@]}" "$target" "fuzz/target/corpus/$target" "fuzz/corpus/$target" -- \
         -max_total_time="$seconds" -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 \
         -print_funcs=0; then
         passed=$((passed + 1))
@@ -66,7 +66,7 @@ rm -rf "$TMPDIR"
 
 echo "== fuzzing took $((SECONDS - started)) s"
 if [ "${#failed[@]}" -gt 0 ]; then
-    echo "fuzzing found crashes in: ${failed[*]} (inputs in fuzz/artifacts/)" >&2
+    echo "fuzzing failed for: ${failed[*]} (crashing inputs are in fuzz/artifacts/<target>/)" >&2
 fi
 echo "fuzz: $passed passed, ${#failed[@]} failed"
 [ "${#failed[@]}" -eq 0 ]
