@@ -7,7 +7,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::config::{Config, PoolConfig};
 use crate::docker::{DockerError, DockerHost};
 use crate::http::HttpClient;
-use crate::store::{Store, StoreError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::secret::Secret;
+use crate::store::{LaunchRecord, Recorded, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -38,7 +43,24 @@ pub struct App {
     /// Docker hosts this process currently finds unreachable, with the reason. Read on the launch
     /// path (no I/O), written by the event watchers and by failed Docker calls.
     down: RwLock<HashMap<String, String>>,
+    /// Consumer secrets read in the last few seconds (`None`: no such enabled consumer).
+    secrets: RwLock<HashMap<String, (Option<Secret>, Instant)>>,
+    /// The group-commit writer of launch records (SQLite), started on first use.
+    writer: tokio::sync::OnceCell<mpsc::Sender<PendingRecord>>,
 }
+
+/// A launch record waiting for the group writer, with where to send its outcome.
+type PendingRecord = (LaunchRecord, oneshot::Sender<Result<Recorded, StoreError>>);
+
+/// How long a consumer secret is reused before it is read again: a rotated or removed consumer
+/// stops working everywhere within this time.
+pub const SECRET_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// Most cached consumer look-ups (unknown keys included) before the cache starts over.
+const SECRET_CACHE_MAX: usize = 10_000;
+
+/// Most launches written in one group transaction.
+const MAX_GROUP: usize = 256;
 
 impl App {
     /// Connects to the database (migrating it) and prepares a client per Docker host. No Docker call
@@ -63,6 +85,8 @@ impl App {
             actor: actor.to_owned(),
             refilling: Mutex::new(HashSet::new()),
             down: RwLock::new(HashMap::new()),
+            secrets: RwLock::new(HashMap::new()),
+            writer: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -103,6 +127,46 @@ impl App {
 
     pub(crate) fn end_refill(&self, pool: &str) {
         self.refilling.lock().expect("refill set lock").remove(pool);
+    }
+
+    /// The secret of an enabled consumer, from a short-lived cache (the launch path reads no
+    /// table for it while it is fresh).
+    pub async fn consumer_secret(&self, key: &str) -> Result<Option<Secret>, StoreError> {
+        if let Some((secret, at)) = self.secrets.read().expect("secret cache lock").get(key)
+            && at.elapsed() < SECRET_CACHE_TTL
+        {
+            return Ok(secret.clone());
+        }
+        let secret = self.store.consumer_secret(key).await?;
+        let mut cache = self.secrets.write().expect("secret cache lock");
+        if cache.len() >= SECRET_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key.to_owned(), (secret.clone(), Instant::now()));
+        Ok(secret)
+    }
+
+    /// Records a verified launch: through the group-commit writer on SQLite (one transaction for
+    /// all launches arriving together), in its own transaction on PostgreSQL (many connections
+    /// write in parallel there).
+    pub async fn record_launch(&self, record: LaunchRecord) -> Result<Recorded, StoreError> {
+        if !self.store.prefers_group_commit() {
+            return self.store.record_launch(&record).await;
+        }
+        let writer = self
+            .writer
+            .get_or_init(|| async {
+                let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
+                tokio::spawn(group_writer(self.store.clone(), rx));
+                tx
+            })
+            .await;
+        let (reply, answer) = oneshot::channel();
+        writer
+            .send((record, reply))
+            .await
+            .map_err(|_| closed_writer())?;
+        answer.await.map_err(|_| closed_writer())?
     }
 
     /// True when this process last found the host unreachable.
@@ -190,4 +254,49 @@ fn instance_id() -> String {
         std::process::id(),
         crate::secret::random_hex(3)
     )
+}
+
+fn closed_writer() -> StoreError {
+    StoreError::Group {
+        message: "the launch writer stopped".into(),
+        unavailable: true,
+    }
+}
+
+/// Writes launch records in groups: whatever is waiting when a write starts goes into the same
+/// transaction.
+async fn group_writer(store: Store, mut rx: mpsc::Receiver<PendingRecord>) {
+    let mut records = Vec::with_capacity(MAX_GROUP);
+    let mut replies = Vec::with_capacity(MAX_GROUP);
+    while let Some((record, reply)) = rx.recv().await {
+        records.push(record);
+        replies.push(reply);
+        while records.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok((record, reply)) => {
+                    records.push(record);
+                    replies.push(reply);
+                }
+                Err(_) => break,
+            }
+        }
+        match store.record_launches(&records).await {
+            Ok(outcomes) => {
+                for (outcome, reply) in outcomes.into_iter().zip(replies.drain(..)) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                let unavailable = e.is_unavailable();
+                for reply in replies.drain(..) {
+                    let _ = reply.send(Err(StoreError::Group {
+                        message: message.clone(),
+                        unavailable,
+                    }));
+                }
+            }
+        }
+        records.clear();
+    }
 }

@@ -13,7 +13,10 @@ use crate::config::PoolConfig;
 use crate::lti::{self, LtiError, SignedRequest};
 use crate::pool::{self, PoolError};
 use crate::secret;
-use crate::store::{ContainerRow, ContainerState, NewSession, Reservation, Reserved, StoreError};
+use crate::store::{
+    ContainerRow, ContainerState, LaunchRecord, NewSession, Recorded, Reservation, Reserved,
+    StoreError,
+};
 
 /// What the server received, as far as the launch is concerned.
 #[derive(Debug, Clone, Copy)]
@@ -88,38 +91,49 @@ impl LaunchError {
 pub async fn launch(app: &Arc<App>, req: LaunchRequest<'_>) -> Result<Redirect, LaunchError> {
     let now = crate::now();
 
-    // 1-6: nothing is trusted or written until the signature and nonce check out.
+    // 1-5, 7: nothing is trusted or written until the signature checks out and the launch is
+    // complete. (The parameters are checked before the nonce is stored, so that the one write
+    // below records everything at once; a refused launch writes nothing either way.)
     let signed = SignedRequest::from_parts(req.query, req.body, req.authorization)?;
     let window = app.config.server.timestamp_window.as_secs() as i64;
     let fields = signed.check_oauth_fields(now, window)?;
     let secret = app
-        .store
         .consumer_secret(&fields.consumer_key)
         .await?
         .ok_or(LtiError::UnknownConsumer)?;
     signed.verify_signature(&app.launch_base_uri, secret.expose())?;
-    if !app
-        .store
-        .insert_nonce(&fields.consumer_key, &fields.nonce, fields.timestamp)
-        .await?
-    {
-        return Err(LtiError::Replay.into());
-    }
-    // 7: the launch parameters.
     let launch = lti::launch_from_params(&signed.params, &fields.consumer_key)?;
-
-    // 8: the learner and the session.
-    let user_id = app
-        .store
-        .upsert_user(
-            &launch.consumer_key,
-            &launch.user_id,
-            launch.name.as_deref(),
-            launch.email.as_deref(),
-            now,
-        )
-        .await?;
     let pool = app.config.pool_for_course(launch.context_id.as_deref());
+
+    // 6, 8 and, for a returning learner, 9: the nonce (a replay stops here), the learner and the
+    // session, in one transaction shared with the launches arriving at the same moment.
+    let recorded = app
+        .record_launch(LaunchRecord {
+            consumer_key: launch.consumer_key.clone(),
+            nonce: fields.nonce,
+            ts: fields.timestamp,
+            user_id: launch.user_id.clone(),
+            name: launch.name.clone(),
+            email: launch.email.clone(),
+            now,
+            pool: pool.map(|p| p.name.clone()),
+            context_id: launch.context_id.clone(),
+            resource_link_id: Some(launch.resource_link_id.clone()),
+            roles: launch.roles.clone(),
+            remote_addr: req.remote_addr.map(|a| a.to_string()),
+            down_hosts: app.down_hosts(),
+        })
+        .await?;
+    let (user_id, returning) = match recorded {
+        Recorded::Replay => return Err(LtiError::Replay.into()),
+        Recorded::New { user, returning } => (user, returning),
+    };
+    if let (Some(pool), Some((_, c))) = (pool, &returning) {
+        // The hot path: a returning learner with a running container. Database only.
+        return redirect(app, pool, c, "returning");
+    }
+
+    // 9, everything else: a claim, a new container, a restart; then its session.
     let result = match pool {
         Some(pool) => assign(app, pool, user_id).await,
         None => Err(LaunchError::NoPool),

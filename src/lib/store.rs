@@ -29,6 +29,9 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    /// A grouped write failed; every launch of the group gets this copy of the error.
+    #[error("database error: {message}")]
+    Group { message: String, unavailable: bool },
 }
 
 impl StoreError {
@@ -58,6 +61,7 @@ impl StoreError {
                 sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
             ) => true,
             StoreError::Connect { .. } => true,
+            StoreError::Group { unavailable, .. } => *unavailable,
             _ => false,
         }
     }
@@ -352,6 +356,39 @@ pub struct ContainerFilter<'a> {
     pub limit: Option<i64>,
 }
 
+/// What the launch path writes for one verified launch.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchRecord {
+    pub consumer_key: String,
+    pub nonce: String,
+    pub ts: i64,
+    pub user_id: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub now: i64,
+    /// The pool serving the course; `None` when no pool does (nothing more is recorded here).
+    pub pool: Option<String>,
+    pub context_id: Option<String>,
+    pub resource_link_id: Option<String>,
+    pub roles: Option<String>,
+    pub remote_addr: Option<String>,
+    /// Hosts this process finds unreachable (comma-separated): their containers take the slow path.
+    pub down_hosts: Option<String>,
+}
+
+/// The outcome of recording a launch.
+#[derive(Debug)]
+pub enum Recorded {
+    /// The nonce was used before: nothing was written.
+    Replay,
+    /// The learner's row id, and when they have a running container in the pool, the session
+    /// recorded for going back to it.
+    New {
+        user: i64,
+        returning: Option<(i64, Box<ContainerRow>)>,
+    },
+}
+
 /// A container to reserve before any Docker call.
 #[derive(Debug, Clone)]
 pub struct Reservation<'a> {
@@ -597,6 +634,111 @@ impl Store {
             .await?
             .rows_affected()),
         )
+    }
+
+    // ---- the launch record (the hot path's only write) ----
+
+    /// Records one verified launch in one transaction: the nonce (a replay stops here), the
+    /// learner, and, when they already have a running container in the pool, the session that sends
+    /// them back to it.
+    pub async fn record_launch(&self, r: &LaunchRecord) -> Result<Recorded> {
+        Ok(self
+            .record_launches(std::slice::from_ref(r))
+            .await?
+            .remove(0))
+    }
+
+    /// Records a batch of launches in one transaction (group commit): one lock and one commit for
+    /// many concurrent launches. Each gets its own outcome; a database error fails the batch.
+    pub async fn record_launches(&self, batch: &[LaunchRecord]) -> Result<Vec<Recorded>> {
+        macro_rules! record {
+            ($tx:expr, $returning_sql:literal) => {{
+                let mut tx = $tx;
+                let mut out = Vec::with_capacity(batch.len());
+                for r in batch {
+                    let fresh = sqlx::query(
+                        "INSERT INTO nonces (consumer_key, nonce, ts) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&r.consumer_key)
+                    .bind(&r.nonce)
+                    .bind(r.ts)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        == 1;
+                    if !fresh {
+                        out.push(Recorded::Replay);
+                        continue;
+                    }
+                    let user: i64 = sqlx::query_scalar(
+                        "INSERT INTO users (consumer_key, user_id, name, email, first_seen, last_seen) \
+                         VALUES ($1, $2, $3, $4, $5, $5) \
+                         ON CONFLICT (consumer_key, user_id) DO UPDATE SET \
+                           last_seen = excluded.last_seen, \
+                           name = COALESCE(excluded.name, users.name), \
+                           email = COALESCE(excluded.email, users.email) \
+                         RETURNING id",
+                    )
+                    .bind(&r.consumer_key)
+                    .bind(&r.user_id)
+                    .bind(&r.name)
+                    .bind(&r.email)
+                    .bind(r.now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let mut returning = None;
+                    if let Some(pool_name) = &r.pool {
+                        let c: Option<ContainerRow> = sqlx::query_as(concat!(
+                            "SELECT ", container_cols!(), " FROM containers \
+                             WHERE pool = $1 AND user_id = $2 AND state = 'assigned' AND port IS NOT NULL AND ",
+                            $returning_sql
+                        ))
+                        .bind(pool_name)
+                        .bind(user)
+                        .bind(&r.down_hosts)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if let Some(c) = c {
+                            let session: i64 = sqlx::query_scalar(
+                                "INSERT INTO sessions (at, user_id, consumer_key, context_id, resource_link_id, roles, \
+                                 remote_addr, pool, outcome, container_id) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'returning', $9) RETURNING id",
+                            )
+                            .bind(r.now)
+                            .bind(user)
+                            .bind(&r.consumer_key)
+                            .bind(&r.context_id)
+                            .bind(&r.resource_link_id)
+                            .bind(&r.roles)
+                            .bind(&r.remote_addr)
+                            .bind(pool_name)
+                            .bind(c.id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                            returning = Some((session, Box::new(c)));
+                        }
+                    }
+                    out.push(Recorded::New { user, returning });
+                }
+                tx.commit().await?;
+                Ok(out)
+            }};
+        }
+        match &self.backend {
+            Backend::Sqlite(pool) => record!(
+                pool.begin_with("BEGIN IMMEDIATE").await?,
+                "($3 IS NULL OR instr(',' || $3 || ',', ',' || host || ',') = 0)"
+            ),
+            Backend::Postgres(pool) => record!(
+                pool.begin().await?,
+                "($3 IS NULL OR strpos(',' || $3 || ',', ',' || host || ',') = 0)"
+            ),
+        }
+    }
+
+    /// True for SQLite, whose single writer gains from grouping concurrent launches.
+    pub fn prefers_group_commit(&self) -> bool {
+        matches!(self.backend, Backend::Sqlite(_))
     }
 
     // ---- users and sessions ----
