@@ -384,7 +384,7 @@ part_throughput() {
             >"$OUT/perf-mooc-lti.txt" 2>/dev/null || true
         if command -v strace >/dev/null; then
             # Off-CPU time (SQLite's busy handler sleeps, futex waits) does not show in perf's samples.
-            timeout -s INT 6 strace -f -c -p "$SERVER_PID" -o "$OUT/strace-mooc-lti.txt" &
+            timeout -s INT 6 strace -f -c -p "$SERVER_PID" -o "$OUT/strace-mooc-lti.txt" 2>/dev/null &
             local strace_pid=$!
             sleep 1
             loadgen "$SERVER_ADDR" strace --user-prefix ret- --users "$USERS" --requests 5000 --connections "$CONNECTIONS" >/dev/null
