@@ -380,8 +380,11 @@ part_throughput() {
         local perf_pid=$!
         loadgen "$SERVER_ADDR" perf --user-prefix ret- --users "$USERS" --requests "$REQUESTS" --connections "$CONNECTIONS" >/dev/null
         wait "$perf_pid" || true
-        perf report -i "$OUT/perf-mooc-lti.data" --no-children --sort dso,symbol --percent-limit 0.5 --stdio \
-            >"$OUT/perf-mooc-lti.txt" 2>/dev/null || true
+        for sort in comm dso dso,symbol; do
+            echo "## perf report --sort $sort"
+            perf report -i "$OUT/perf-mooc-lti.data" --no-children --sort "$sort" --percent-limit 0.5 --stdio 2>/dev/null \
+                | grep -v '^#' | grep -v '^$' | sed 's/  */ /g; s/ *- *- *$//' || true
+        done >"$OUT/perf-mooc-lti.txt"
         if command -v strace >/dev/null; then
             # Off-CPU time (SQLite's busy handler sleeps, futex waits) does not show in perf's samples.
             timeout -s INT 6 strace -f -c -p "$SERVER_PID" -o "$OUT/strace-mooc-lti.txt" 2>/dev/null &
