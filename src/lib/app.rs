@@ -280,7 +280,7 @@ async fn group_writer(store: Store, mut rx: mpsc::Receiver<PendingRecord>) {
                 Err(_) => break,
             }
         }
-        match store.record_launches(&records).await {
+        match store.record_launch_group(&records).await {
             Ok(outcomes) => {
                 for (outcome, reply) in outcomes.into_iter().zip(replies.drain(..)) {
                     let _ = reply.send(Ok(outcome));
