@@ -75,7 +75,8 @@ async fn a_launch_group_records_each_launch_exactly_once() {
         record("dup", "n-4"),
         record("back", "n-0"),
     ];
-    for outcomes in [store.record_launch_group(&group).await.unwrap()] {
+    {
+        let outcomes = store.record_launch_group(&group).await.unwrap();
         assert_eq!(outcomes.len(), 6);
         match &outcomes[0] {
             Recorded::New {
