@@ -73,6 +73,42 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// A value bound to a built statement.
+#[derive(Debug, Clone)]
+enum Bind {
+    Int(i64),
+    Text(String),
+}
+
+/// A WHERE clause of the filters actually given, with numbered placeholders; no input ever goes
+/// into the text.
+#[derive(Debug, Default)]
+struct Where {
+    conds: Vec<String>,
+    binds: Vec<Bind>,
+}
+
+impl Where {
+    /// Adds a condition whose one `$` is the next placeholder.
+    fn cond(&mut self, template: &str, value: Bind) {
+        self.binds.push(value);
+        self.conds
+            .push(template.replacen('$', &format!("${}", self.binds.len()), 1));
+    }
+
+    fn raw(&mut self, cond: &str) {
+        self.conds.push(cond.to_owned());
+    }
+
+    fn sql(&self) -> String {
+        if self.conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.conds.join(" AND "))
+        }
+    }
+}
+
 /// `($k,$k+1),($k+2,$k+3),…`: `rows` tuples of `cols` placeholders numbered from `first`.
 fn tuples_from(rows: usize, cols: usize, first: usize) -> String {
     let mut out = String::with_capacity(rows * cols * 5);
@@ -1275,21 +1311,45 @@ impl Store {
 
     /// Containers matching every given filter, oldest first.
     pub async fn list_containers(&self, f: &ContainerFilter<'_>) -> Result<Vec<ContainerRow>> {
-        Ok(with_pool!(self, pool => sqlx::query_as(concat!(
-            "SELECT ", container_cols!(), " FROM containers \
-             WHERE ($1 IS NULL OR pool = $1) AND ($2 IS NULL OR state = $2) AND ($3 IS NULL OR host = $3) \
-               AND ($4 IS NULL OR user_id = $4) \
-               AND ($5 = FALSE OR state NOT IN ('removed', 'failed')) \
-             ORDER BY id LIMIT $6"
-        ))
-        .bind(f.pool)
-        .bind(f.state.map(ContainerState::as_str))
-        .bind(f.host)
-        .bind(f.user_id)
-        .bind(f.live_only)
-        .bind(f.limit.unwrap_or(i64::MAX))
-        .fetch_all(pool)
-        .await?))
+        let mut w = Where::default();
+        if let Some(p) = f.pool {
+            w.cond("pool = $", Bind::Text(p.to_owned()));
+        }
+        if let Some(st) = f.state {
+            w.cond("state = $", Bind::Text(st.as_str().to_owned()));
+        }
+        if let Some(h) = f.host {
+            w.cond("host = $", Bind::Text(h.to_owned()));
+        }
+        if let Some(u) = f.user_id {
+            w.cond("user_id = $", Bind::Int(u));
+        }
+        if f.live_only {
+            w.raw("state NOT IN ('removed', 'failed')");
+        }
+        let limit = f
+            .limit
+            .map(|l| format!(" LIMIT {}", l.max(0)))
+            .unwrap_or_default();
+        let sql = format!(
+            concat!(
+                "SELECT ",
+                container_cols!(),
+                " FROM containers{} ORDER BY id{}"
+            ),
+            w.sql(),
+            limit
+        );
+        Ok(with_pool!(self, pool => {
+            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for b in &w.binds {
+                q = match b {
+                    Bind::Int(i) => q.bind(*i),
+                    Bind::Text(t) => q.bind(t.as_str()),
+                };
+            }
+            q.fetch_all(pool).await?
+        }))
     }
 
     pub async fn container_by_name(&self, name: &str) -> Result<Option<ContainerRow>> {
@@ -1461,27 +1521,48 @@ impl Store {
 
     /// Sessions, newest first.
     pub async fn list_sessions(&self, f: &SessionFilter<'_>) -> Result<Vec<SessionRow>> {
-        let internal: Option<i64> = f
+        // Only the filters given go into the statement, so each can use its index (a
+        // `$1 IS NULL OR …` form would keep SQLite from using any).
+        let mut w = Where::default();
+        match f
             .user
             .and_then(|u| u.strip_prefix('#'))
-            .and_then(|n| n.parse().ok());
-        let lms_user = if internal.is_some() { None } else { f.user };
-        Ok(with_pool!(self, pool => sqlx::query_as(
+            .and_then(|n| n.parse::<i64>().ok())
+        {
+            Some(id) => w.cond("s.user_id = $", Bind::Int(id)),
+            None => {
+                if let Some(u) = f.user {
+                    w.cond(
+                        "s.user_id IN (SELECT id FROM users WHERE user_id = $)",
+                        Bind::Text(u.to_owned()),
+                    );
+                }
+            }
+        }
+        if let Some(c) = f.course {
+            w.cond("s.context_id = $", Bind::Text(c.to_owned()));
+        }
+        if let Some(t) = f.since {
+            w.cond("s.at >= $", Bind::Int(t));
+        }
+        let sql = format!(
             "SELECT s.id, s.at, s.user_id, u.user_id AS lms_user_id, s.consumer_key, s.context_id, \
                     s.resource_link_id, s.roles, s.remote_addr, s.pool, s.outcome, s.container_id \
-             FROM sessions s LEFT JOIN users u ON u.id = s.user_id \
-             WHERE ($1 IS NULL OR s.user_id = $1) \
-               AND ($2 IS NULL OR s.user_id IN (SELECT id FROM users WHERE user_id = $2)) \
-               AND ($3 IS NULL OR s.context_id = $3) AND ($4 IS NULL OR s.at >= $4) \
-             ORDER BY s.id DESC LIMIT $5",
-        )
-        .bind(internal)
-        .bind(lms_user)
-        .bind(f.course)
-        .bind(f.since)
-        .bind(f.limit)
-        .fetch_all(pool)
-        .await?))
+             FROM sessions s LEFT JOIN users u ON u.id = s.user_id{} \
+             ORDER BY s.at DESC, s.id DESC LIMIT {}",
+            w.sql(),
+            f.limit.max(0)
+        );
+        Ok(with_pool!(self, pool => {
+            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for b in &w.binds {
+                q = match b {
+                    Bind::Int(i) => q.bind(*i),
+                    Bind::Text(t) => q.bind(t.as_str()),
+                };
+            }
+            q.fetch_all(pool).await?
+        }))
     }
 
     pub async fn session(&self, id: i64) -> Result<Option<SessionRow>> {
