@@ -100,6 +100,25 @@ impl Where {
         self.conds.push(cond.to_owned());
     }
 
+    /// Binds the values, in order, to a query built from [`Where::sql`].
+    fn bind_to<'q, DB, O>(
+        &'q self,
+        mut q: sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments>,
+    ) -> sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments>
+    where
+        DB: sqlx::Database,
+        i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    {
+        for b in &self.binds {
+            q = match b {
+                Bind::Int(i) => q.bind(*i),
+                Bind::Text(t) => q.bind(t.as_str()),
+            };
+        }
+        q
+    }
+
     fn sql(&self) -> String {
         if self.conds.is_empty() {
             String::new()
@@ -1341,14 +1360,7 @@ impl Store {
             limit
         );
         Ok(with_pool!(self, pool => {
-            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-            for b in &w.binds {
-                q = match b {
-                    Bind::Int(i) => q.bind(*i),
-                    Bind::Text(t) => q.bind(t.as_str()),
-                };
-            }
-            q.fetch_all(pool).await?
+            w.bind_to(sqlx::query_as(sqlx::AssertSqlSafe(sql))).fetch_all(pool).await?
         }))
     }
 
@@ -1554,14 +1566,7 @@ impl Store {
             f.limit.max(0)
         );
         Ok(with_pool!(self, pool => {
-            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-            for b in &w.binds {
-                q = match b {
-                    Bind::Int(i) => q.bind(*i),
-                    Bind::Text(t) => q.bind(t.as_str()),
-                };
-            }
-            q.fetch_all(pool).await?
+            w.bind_to(sqlx::query_as(sqlx::AssertSqlSafe(sql))).fetch_all(pool).await?
         }))
     }
 
@@ -1599,21 +1604,36 @@ impl Store {
     /// Events, oldest first (so a follower prints them in order); with no `after_id`, the last
     /// `limit` matching events.
     pub async fn list_events(&self, f: &EventFilter<'_>) -> Result<Vec<EventRow>> {
-        let min_rank = f.min_level.map(level_rank).unwrap_or(0);
-        let mut rows: Vec<EventRow> = with_pool!(self, pool => sqlx::query_as(
-            "SELECT id, at, level, kind, actor, message FROM events \
-             WHERE ($1 IS NULL OR id > $1) AND ($2 IS NULL OR at >= $2) AND ($3 IS NULL OR kind = $3) \
-               AND (CASE level WHEN 'error' THEN 3 WHEN 'warn' THEN 2 WHEN 'info' THEN 1 ELSE 0 END) >= $4 \
-             ORDER BY id DESC LIMIT $5",
-        )
-        .bind(f.after_id)
-        .bind(f.since)
-        .bind(f.kind)
-        .bind(min_rank)
-        .bind(f.limit)
-        .fetch_all(pool)
-        .await?);
-        rows.reverse();
+        let mut w = Where::default();
+        if let Some(id) = f.after_id {
+            w.cond("id > $", Bind::Int(id));
+        }
+        if let Some(t) = f.since {
+            w.cond("at >= $", Bind::Int(t));
+        }
+        if let Some(k) = f.kind {
+            w.cond("kind = $", Bind::Text(k.to_owned()));
+        }
+        if let Some(level) = f.min_level.filter(|l| level_rank(l) > 0) {
+            w.cond(
+                "(CASE level WHEN 'error' THEN 3 WHEN 'warn' THEN 2 WHEN 'info' THEN 1 ELSE 0 END) >= $",
+                Bind::Int(level_rank(level)),
+            );
+        }
+        // Following (after an id): the oldest new events first, so none is skipped; otherwise the
+        // latest `limit`, printed oldest first.
+        let order = if f.after_id.is_some() { "ASC" } else { "DESC" };
+        let sql = format!(
+            "SELECT id, at, level, kind, actor, message FROM events{} ORDER BY id {order} LIMIT {}",
+            w.sql(),
+            f.limit.max(0)
+        );
+        let mut rows: Vec<EventRow> = with_pool!(self, pool => {
+            w.bind_to(sqlx::query_as(sqlx::AssertSqlSafe(sql))).fetch_all(pool).await?
+        });
+        if f.after_id.is_none() {
+            rows.reverse();
+        }
         Ok(rows)
     }
 
