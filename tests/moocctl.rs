@@ -515,13 +515,14 @@ async fn logs_follow_picks_up_a_launch_while_it_runs() {
     let mut follower = Command::new(env!("CARGO_BIN_EXE_moocctl"))
         .arg("--config")
         .arg(&env.config)
-        .args(["logs", "-f", "--json", "--kind", "claim"])
+        // --since: the claim is printed even if a loaded machine starts the follower late.
+        .args(["logs", "-f", "--json", "--kind", "claim", "--since", "10m"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(env.launch("follow-me").await.status, 302);
     let stdout = follower.stdout.take().unwrap();
     let line = tokio::task::spawn_blocking(move || {
