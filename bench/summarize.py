@@ -129,7 +129,8 @@ def main():
         for r in mem:
             rss = r["rss_kib"] / 1024
             hwm = r.get("hwm_kib")
-            worst = max(rss, (hwm or 0) / 1024)
+            # 30 MB is 30,000,000 bytes: 28.6 MiB.
+            worst = max(rss, (hwm or 0) / 1024) * 2**20 / 1e6
             say(
                 f"| {r['name']} | {r['database']} | {rss:.1f} | "
                 f"{'' if hwm is None else f'{hwm / 1024:.1f}'} | {verdict(worst <= 30)} |"
