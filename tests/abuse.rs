@@ -59,7 +59,7 @@ async fn slowloris_connections_do_not_stop_launches_and_are_cut_off() {
     };
     let text = std::fs::read_to_string(&env.config).unwrap().replace(
         "  launch_wait: 60s",
-        "  launch_wait: 60s\n  header_read_timeout: 2s",
+        "  launch_wait: 60s\n  header_read_timeout: 2s\n  body_read_timeout: 3s",
     );
     std::fs::write(&env.config, text).unwrap();
     assert!(env.moocctl(&["pool", "warm"]).status.success());
@@ -101,6 +101,25 @@ async fn slowloris_connections_do_not_stop_launches_and_are_cut_off() {
             started.elapsed()
         );
     }
+    // A complete head, then a body that never comes: 408 after the body timeout.
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"POST /lti/launch HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\nuser_id=")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), stalled.read_to_end(&mut answer)).await;
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     // And the slow ones are cut off after the header-read timeout.
     let mut cut = 0;
     for task in slow {

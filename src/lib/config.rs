@@ -94,6 +94,9 @@ pub struct ServerConfig {
     /// Time a client has to send its request headers.
     #[serde(default = "default_header_timeout", deserialize_with = "de_duration")]
     pub header_read_timeout: Duration,
+    /// Time a client has to send a launch body once its headers are in; then 408.
+    #[serde(default = "default_header_timeout", deserialize_with = "de_duration")]
+    pub body_read_timeout: Duration,
     /// How long a launch waits for a new container's Jupyter before answering "starting" instead.
     #[serde(default = "default_launch_wait", deserialize_with = "de_duration")]
     pub launch_wait: Duration,

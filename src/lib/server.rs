@@ -161,10 +161,17 @@ async fn launch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Res
         return too_large();
     }
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return too_large(),
-        Err(_) => {
+    // The head's read timeout does not cover the body: a client that declares a body and stalls
+    // would hold its connection for ever.
+    let read = tokio::time::timeout(
+        app.config.server.body_read_timeout,
+        Limited::new(body, limit).collect(),
+    );
+    let body = match read.await {
+        Err(_) => return timed_out(),
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => return too_large(),
+        Ok(Err(_)) => {
             return html(
                 StatusCode::BAD_REQUEST,
                 "Bad request",
@@ -325,6 +332,17 @@ fn too_large() -> Response<Body> {
         "The launch request was larger than this tool accepts. Please tell the course staff.",
     );
     // The unread rest of the body would otherwise be parsed as the next request.
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+fn timed_out() -> Response<Body> {
+    let mut resp = html(
+        StatusCode::REQUEST_TIMEOUT,
+        "Launch too slow",
+        "The launch request took too long to arrive. Please open the notebook again from your course page.",
+    );
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
