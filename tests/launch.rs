@@ -318,3 +318,61 @@ async fn nothing_created_in_docker_is_left_behind() {
     env.cleanup_docker();
     assert_eq!(env.docker_objects(), (vec![], vec![]));
 }
+
+#[tokio::test]
+async fn a_slow_start_shows_a_page_that_refreshes_into_the_notebook() {
+    let Some(mut env) = Env::new() else { return };
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("launch_wait: 60s", "launch_wait: 200ms");
+    std::fs::write(&env.config, text).unwrap();
+    env.start_server();
+    let resp = env.launch("impatient").await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let page = resp.text();
+    assert!(page.contains("Starting your notebook"), "{page}");
+    let refresh = page
+        .split("url=")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a refresh URL")
+        .to_owned();
+    assert!(refresh.starts_with("/lti/wait/"), "{refresh}");
+    let mut location = None;
+    for _ in 0..120 {
+        let r = env.http.get(&env.url(&refresh), &[], T).await.unwrap();
+        match r.status.as_u16() {
+            200 => tokio::time::sleep(Duration::from_millis(250)).await,
+            302 => {
+                location = r.header("location").map(str::to_owned);
+                break;
+            }
+            other => panic!("{other}: {}", r.text()),
+        }
+    }
+    let location = location.expect("the page led to the notebook");
+    let (base, _) = split_notebook_url(&location);
+    assert_eq!(
+        env.http
+            .get(&format!("{base}api"), &[], T)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    // The same learner's next launch goes straight there.
+    let again = env.launch("impatient").await;
+    assert_eq!(again.header("location"), Some(location.as_str()));
+    // A made-up or garbled ticket leads nowhere.
+    for bad in [
+        "/lti/wait/00000000000000000000000000000000",
+        "/lti/wait/../../etc",
+        "/lti/wait/",
+    ] {
+        assert_eq!(
+            env.http.get(&env.url(bad), &[], T).await.unwrap().status,
+            404,
+            "{bad}"
+        );
+    }
+}

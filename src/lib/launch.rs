@@ -45,8 +45,12 @@ pub enum LaunchError {
     NoPool,
     #[error("pool {0} is at its maximum")]
     NoCapacity(String),
+    /// The learner's container is being made; the page refreshes to `/lti/wait/<ticket>`.
     #[error("the notebook is still starting")]
-    StillStarting,
+    StillStarting {
+        container_id: i64,
+        ticket: Option<String>,
+    },
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -80,7 +84,7 @@ impl LaunchError {
             LaunchError::Lti(_) => "rejected",
             LaunchError::NoPool => "no-pool",
             LaunchError::NoCapacity(_) => "no-capacity",
-            LaunchError::StillStarting => "starting",
+            LaunchError::StillStarting { .. } => "starting",
             LaunchError::Unavailable(_) => "unavailable",
             LaunchError::Internal(_) => "error",
         }
@@ -138,6 +142,20 @@ pub async fn launch(app: &Arc<App>, req: LaunchRequest<'_>) -> Result<Redirect, 
         Some(pool) => assign(app, pool, user_id).await,
         None => Err(LaunchError::NoPool),
     };
+    // A learner whose notebook is still starting gets a page that refreshes until it is ready.
+    let result = match result {
+        Err(LaunchError::StillStarting { container_id, .. }) => {
+            let ticket = crate::secret::random_hex(16);
+            app.store
+                .create_wait_ticket(&ticket, container_id, user_id, now + WAIT_TICKET_SECS)
+                .await?;
+            Err(LaunchError::StillStarting {
+                container_id,
+                ticket: Some(ticket),
+            })
+        }
+        other => other,
+    };
     let (outcome, container_id) = match &result {
         Ok(r) => (r.outcome, Some(r.container_id)),
         Err(e) => (e.outcome(), None),
@@ -164,6 +182,46 @@ pub async fn launch(app: &Arc<App>, req: LaunchRequest<'_>) -> Result<Redirect, 
             .await;
     }
     result
+}
+
+/// How long a "starting your notebook" page keeps refreshing.
+pub const WAIT_TICKET_SECS: i64 = 600;
+
+/// Where a "starting your notebook" page goes next.
+#[derive(Debug)]
+pub enum Waited {
+    /// Ready: the notebook URL.
+    Ready(String),
+    /// Still starting: refresh again.
+    Starting,
+    /// Unknown or expired ticket.
+    Expired,
+    /// The container could not be started.
+    Failed,
+}
+
+/// Follows a wait ticket: the learner's notebook once it is ready. A ticket is as good as the
+/// redirect it stands for (random, 128 bits, short-lived), so only the learner's browser has it.
+pub async fn wait(app: &App, ticket: &str) -> Result<Waited, LaunchError> {
+    if ticket.len() != 32 || !ticket.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(Waited::Expired);
+    }
+    let Some(id) = app.store.wait_ticket(ticket, crate::now()).await? else {
+        return Ok(Waited::Expired);
+    };
+    let Some(c) = app.store.container(id).await? else {
+        return Ok(Waited::Expired);
+    };
+    let Some(pool) = app.pool(&c.pool) else {
+        return Ok(Waited::Failed);
+    };
+    Ok(match c.state() {
+        ContainerState::Creating | ContainerState::Warming => Waited::Starting,
+        ContainerState::Assigned if c.port.is_some() => {
+            Waited::Ready(redirect(app, pool, &c, "waited")?.url)
+        }
+        _ => Waited::Failed,
+    })
 }
 
 /// Step 9: the learner's container in the pool, whatever it takes.
@@ -330,6 +388,7 @@ async fn start_for_user(
         ),
     )
     .await;
+    let row_id = row.id;
     let task = {
         let app = app.clone();
         let pool = pool.clone();
@@ -339,7 +398,10 @@ async fn start_for_user(
         Ok(Ok(Ok(c))) => redirect(app, pool, &c, outcome),
         Ok(Ok(Err(e))) => Err(e.into()),
         Ok(Err(e)) => Err(LaunchError::Internal(format!("container task: {e}"))),
-        Err(_) => Err(LaunchError::StillStarting),
+        Err(_) => Err(LaunchError::StillStarting {
+            container_id: row_id,
+            ticket: None,
+        }),
     }
 }
 
@@ -355,7 +417,10 @@ async fn wait_until_settled(app: &App, id: i64, deadline: Instant) -> Result<(),
             _ => return Ok(()),
         }
         if Instant::now() >= deadline {
-            return Err(LaunchError::StillStarting);
+            return Err(LaunchError::StillStarting {
+                container_id: id,
+                ticket: None,
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

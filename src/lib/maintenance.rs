@@ -54,6 +54,9 @@ pub async fn round(app: &Arc<App>) {
         Ok(_) => {}
         Err(e) => tracing::warn!("pruning nonces: {e}"),
     }
+    if let Err(e) = app.store.prune_wait_tickets(crate::now()).await {
+        tracing::warn!("pruning wait tickets: {e}");
+    }
     for pool in &app.config.pools {
         let pool = match pool::effective(app, pool).await {
             Ok(p) => p,

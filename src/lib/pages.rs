@@ -37,6 +37,18 @@ pub fn page(title: &str, message: &str) -> String {
     out
 }
 
+/// A short page that reloads `url` every `secs` seconds (no script needed).
+pub fn refreshing_page(title: &str, message: &str, url: &str, secs: u32) -> String {
+    page(title, message).replacen(
+        "<title>",
+        &format!(
+            "<meta http-equiv=\"refresh\" content=\"{secs};url={}\"><title>",
+            escape(url)
+        ),
+        1,
+    )
+}
+
 /// The IMS Common Cartridge basic LTI link describing this tool, for LMSs that import XML.
 pub fn config_xml(title: &str, launch_url: &str) -> String {
     let secure = if launch_url.starts_with("https://") {

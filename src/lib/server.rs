@@ -131,6 +131,10 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) ->
             )),
             _ => method_not_allowed("GET, HEAD"),
         },
+        p if p.starts_with("/lti/wait/") => match *req.method() {
+            Method::GET | Method::HEAD => wait(app, &p["/lti/wait/".len()..]).await,
+            _ => method_not_allowed("GET, HEAD"),
+        },
         "/healthz" => match *req.method() {
             Method::GET | Method::HEAD => match app.store.ping().await {
                 Ok(()) => text(StatusCode::OK, "ok\n"),
@@ -215,6 +219,13 @@ async fn launch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Res
             no_store(&mut resp);
             resp
         }
+        Err(LaunchError::StillStarting {
+            ticket: Some(ticket),
+            ..
+        }) => {
+            tracing::info!(outcome = "starting", elapsed_ms, "launch");
+            starting_page(app, &ticket)
+        }
         Err(e) => {
             let (status, title, message) = error_page(&e);
             // The error's text is safe to log: it never carries secrets, and identities only after
@@ -227,7 +238,7 @@ async fn launch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Res
             }
             let mut resp = html(status, title, message);
             if status == StatusCode::SERVICE_UNAVAILABLE {
-                let retry = if matches!(e, LaunchError::StillStarting) {
+                let retry = if matches!(e, LaunchError::StillStarting { .. }) {
                     "5"
                 } else {
                     "30"
@@ -236,6 +247,67 @@ async fn launch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Res
                     .insert(header::RETRY_AFTER, HeaderValue::from_static(retry));
             }
             resp
+        }
+    }
+}
+
+/// "Starting your notebook": a 200 page that refreshes to its wait ticket every few seconds.
+fn starting_page(app: &App, ticket: &str) -> Response<Body> {
+    let url = format!(
+        "{}/lti/wait/{ticket}",
+        app.config.server.public_url.path_prefix()
+    );
+    let mut resp = Response::new(Full::new(Bytes::from(pages::refreshing_page(
+        "Starting your notebook",
+        "Your notebook is starting. This page opens it as soon as it is ready.",
+        &url,
+        WAIT_REFRESH_SECS,
+    ))));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    no_store(&mut resp);
+    resp
+}
+
+/// Seconds between refreshes of a "starting your notebook" page.
+const WAIT_REFRESH_SECS: u32 = 3;
+
+async fn wait(app: &Arc<App>, ticket: &str) -> Response<Body> {
+    match launch::wait(app, ticket).await {
+        Ok(launch::Waited::Ready(url)) => match HeaderValue::from_str(&url) {
+            Ok(v) => {
+                let mut resp = Response::new(Full::new(Bytes::new()));
+                *resp.status_mut() = StatusCode::FOUND;
+                resp.headers_mut().insert(header::LOCATION, v);
+                no_store(&mut resp);
+                resp
+            }
+            Err(_) => html(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Your notebook address could not be formed. Please tell the course staff.",
+            ),
+        },
+        Ok(launch::Waited::Starting) => starting_page(app, ticket),
+        Ok(launch::Waited::Expired) => html(
+            StatusCode::NOT_FOUND,
+            "Link expired",
+            "This page has expired. Please open the notebook again from your course page.",
+        ),
+        Ok(launch::Waited::Failed) => html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Your notebook could not start",
+            "Please open the notebook again from your course page. If this keeps happening, tell the course staff.",
+        ),
+        Err(e) => {
+            tracing::warn!("wait page: {e}");
+            html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "Notebooks are temporarily unavailable. Please try again in a few minutes.",
+            )
         }
     }
 }
@@ -276,7 +348,7 @@ fn error_page(e: &LaunchError) -> (StatusCode, &'static str, &'static str) {
             "All notebooks are busy",
             "Every notebook server is in use right now. Please try again in a few minutes.",
         ),
-        LaunchError::StillStarting => (
+        LaunchError::StillStarting { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,
             "Starting your notebook",
             "Your notebook is starting. Please open it again from your course page in a few seconds.",

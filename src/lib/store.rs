@@ -1733,6 +1733,49 @@ impl Store {
         .await?))
     }
 
+    // ---- wait tickets ----
+
+    pub async fn create_wait_ticket(
+        &self,
+        ticket: &str,
+        container_id: i64,
+        user_id: i64,
+        expires_at: i64,
+    ) -> Result<()> {
+        with_pool!(self, pool => sqlx::query(
+            "INSERT INTO wait_tickets (ticket, container_id, user_id, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(ticket)
+        .bind(container_id)
+        .bind(user_id)
+        .bind(expires_at)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// The container a ticket waits for, while the ticket is valid.
+    pub async fn wait_ticket(&self, ticket: &str, now: i64) -> Result<Option<i64>> {
+        Ok(with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT container_id FROM wait_tickets WHERE ticket = $1 AND expires_at > $2",
+        )
+        .bind(ticket)
+        .bind(now)
+        .fetch_optional(pool)
+        .await?))
+    }
+
+    pub async fn prune_wait_tickets(&self, now: i64) -> Result<u64> {
+        Ok(
+            with_pool!(self, pool => sqlx::query("DELETE FROM wait_tickets WHERE expires_at <= $1")
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected()),
+        )
+    }
+
     // ---- hosts ----
 
     /// Records a host's health; `changed_at` moves only when `up` flips.
