@@ -546,9 +546,14 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
-                .pragma("temp_store", "memory");
+                .pragma("temp_store", "memory")
+                // 1 MiB of page cache per connection (SQLite's default is 2): the hot tables'
+                // indexes fit, and the server stays small.
+                .pragma("cache_size", "-1024");
+            // One writer at a time is all SQLite allows, and launches write through one group
+            // writer: a few connections serve the reads beside it.
             let pool = SqlitePoolOptions::new()
-                .max_connections(8)
+                .max_connections(4)
                 .acquire_timeout(Duration::from_secs(15))
                 .connect_with(options)
                 .await
