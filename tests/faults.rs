@@ -10,16 +10,6 @@ use std::time::Duration;
 
 use common::*;
 use mooc_lti::store::{ContainerFilter, ContainerState, SessionFilter, Store};
-use tokio::net::{TcpListener, UnixStream};
-
-fn container_name(location: &str) -> String {
-    let (base, _) = split_notebook_url(location);
-    base.trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned()
-}
 
 /// Rows in the tables a launch writes.
 async fn row_counts(store: &Store) -> (usize, usize, usize) {
@@ -161,25 +151,6 @@ async fn a_crash_mid_burst_loses_no_redirected_launch_and_leaves_nothing_half_do
         let resp = env.launch(user).await;
         assert_eq!(resp.status, 302, "{user}: {}", resp.text());
     }
-}
-
-async fn docker_tcp_proxy() -> (u16, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else {
-                break;
-            };
-            conns.spawn(async move {
-                if let Ok(mut unix) = UnixStream::connect("/var/run/docker.sock").await {
-                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
-                }
-            });
-        }
-    });
-    (port, task)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

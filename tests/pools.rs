@@ -25,15 +25,6 @@ fn live_count(env: &Env) -> i64 {
         .unwrap_or(0)
 }
 
-fn container_name(location: &str) -> String {
-    let (base, _) = split_notebook_url(location);
-    base.trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn warm_reaches_exactly_the_target_also_with_two_concurrent_runs() {
     let Some(env) = Env::with_pool(PoolOpts {

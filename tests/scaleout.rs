@@ -8,16 +8,6 @@ use std::time::Duration;
 
 use common::*;
 use mooc_lti::store::{ContainerFilter, ContainerState, SessionFilter};
-use tokio::net::{TcpListener, UnixStream};
-
-fn container_name(location: &str) -> String {
-    let (base, _) = split_notebook_url(location);
-    base.trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned()
-}
 
 #[tokio::test]
 async fn two_servers_on_one_database_keep_every_invariant_under_500_concurrent_launches() {
@@ -168,27 +158,6 @@ async fn two_servers_on_one_database_keep_every_invariant_under_500_concurrent_l
         401,
         "replayed on the other server"
     );
-}
-
-/// A loopback TCP proxy to the Docker socket: a second endpoint to the same engine, which the test
-/// can cut.
-async fn docker_tcp_proxy() -> (u16, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else {
-                break;
-            };
-            conns.spawn(async move {
-                if let Ok(mut unix) = UnixStream::connect("/var/run/docker.sock").await {
-                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
-                }
-            });
-        }
-    });
-    (port, task)
 }
 
 // Multi-threaded: the proxy must keep running while the test blocks on moocctl.

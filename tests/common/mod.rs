@@ -583,3 +583,35 @@ pub fn split_notebook_url(location: &str) -> (String, String) {
     let (base, token) = location.split_once("?token=").expect("token in redirect");
     (base.to_owned(), token.to_owned())
 }
+
+/// The container name in a notebook redirect (`…/user/<name>/?token=…`).
+pub fn container_name(location: &str) -> String {
+    let (base, _) = split_notebook_url(location);
+    base.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// A loopback TCP proxy to the Docker socket: a second endpoint to the same engine, which a test
+/// can cut by aborting the task. Needs a multi-threaded runtime when the test also blocks.
+pub async fn docker_tcp_proxy() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                break;
+            };
+            conns.spawn(async move {
+                if let Ok(mut unix) = tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
+                }
+            });
+        }
+    });
+    (port, task)
+}
