@@ -45,8 +45,9 @@ pub struct App {
     down: RwLock<HashMap<String, String>>,
     /// Consumer secrets read in the last few seconds (`None`: no such enabled consumer).
     secrets: RwLock<HashMap<String, (Option<Secret>, Instant)>>,
-    /// The group-commit writer of launch records (SQLite), started on first use.
-    writer: tokio::sync::OnceCell<mpsc::Sender<PendingRecord>>,
+    /// The group-commit writers of launch records, started on first use.
+    writers: tokio::sync::OnceCell<Vec<mpsc::Sender<PendingRecord>>>,
+    next_writer: std::sync::atomic::AtomicUsize,
 }
 
 /// A launch record waiting for the group writer, with where to send its outcome.
@@ -86,7 +87,8 @@ impl App {
             refilling: Mutex::new(HashSet::new()),
             down: RwLock::new(HashMap::new()),
             secrets: RwLock::new(HashMap::new()),
-            writer: tokio::sync::OnceCell::new(),
+            writers: tokio::sync::OnceCell::new(),
+            next_writer: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -146,23 +148,33 @@ impl App {
         Ok(secret)
     }
 
-    /// Records a verified launch: through the group-commit writer on SQLite (one transaction for
-    /// all launches arriving together), in its own transaction on PostgreSQL (many connections
-    /// write in parallel there).
+    /// Records a verified launch through a group-commit writer: the launches arriving together
+    /// share one transaction (one writer on SQLite, four taking turns on PostgreSQL).
     pub async fn record_launch(&self, record: LaunchRecord) -> Result<Recorded, StoreError> {
-        if !self.store.prefers_group_commit() {
-            return self.store.record_launch(&record).await;
-        }
-        let writer = self
-            .writer
+        let writers = self
+            .writers
             .get_or_init(|| async {
-                let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
-                tokio::spawn(group_writer(self.store.clone(), rx));
-                tx
+                // SQLite has one writer at a time; PostgreSQL commits several groups in parallel.
+                let n = if self.store.prefers_group_commit() {
+                    1
+                } else {
+                    4
+                };
+                (0..n)
+                    .map(|_| {
+                        let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
+                        tokio::spawn(group_writer(self.store.clone(), rx));
+                        tx
+                    })
+                    .collect::<Vec<_>>()
             })
             .await;
+        let i = self
+            .next_writer
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % writers.len();
         let (reply, answer) = oneshot::channel();
-        writer
+        writers[i]
             .send((record, reply))
             .await
             .map_err(|_| closed_writer())?;
@@ -280,7 +292,17 @@ async fn group_writer(store: Store, mut rx: mpsc::Receiver<PendingRecord>) {
                 Err(_) => break,
             }
         }
-        match store.record_launch_group(&records).await {
+        let mut result = store.record_launch_group(&records).await;
+        for _ in 0..3 {
+            match &result {
+                Err(e) if e.is_retryable() => {
+                    tracing::debug!("launch group collided, retrying: {e}");
+                    result = store.record_launch_group(&records).await;
+                }
+                _ => break,
+            }
+        }
+        match result {
             Ok(outcomes) => {
                 for (outcome, reply) in outcomes.into_iter().zip(replies.drain(..)) {
                     let _ = reply.send(Ok(outcome));

@@ -35,6 +35,18 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when the transaction was rolled back only because it collided with another (deadlock,
+    /// serialization failure): running it again is safe and will likely succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Sql(sqlx::Error::Database(e)) => {
+                matches!(e.code().as_deref(), Some("40P01" | "40001"))
+                    || e.message().contains("deadlock")
+            }
+            _ => false,
+        }
+    }
+
     /// True when the database refused a write because it is locked, read-only or full: the caller
     /// should answer "try again later", not "bug".
     pub fn is_unavailable(&self) -> bool {
@@ -818,18 +830,17 @@ impl Store {
         }
     }
 
-    /// [`Store::record_launches`] for SQLite with one multi-row statement per step, whatever the
-    /// group's size: SQLite has one writer, and each statement is a hand-off to its thread, so
-    /// the cost of a group is a handful of hand-offs instead of four per launch.
+    /// [`Store::record_launches`] with one multi-row statement per step, whatever the group's
+    /// size: a group costs a handful of statements (hand-offs to SQLite's thread, round trips to
+    /// PostgreSQL) and one commit, instead of four statements per launch.
     pub async fn record_launch_group(&self, batch: &[LaunchRecord]) -> Result<Vec<Recorded>> {
-        let Backend::Sqlite(pool) = &self.backend else {
-            return self.record_launches(batch).await;
-        };
         use std::collections::{HashMap, HashSet};
         let tuples = |rows: usize, cols: usize| tuples_from(rows, cols, 1);
         // Placeholders only: no input reaches the statement text.
         let text = |s: String| sqlx::AssertSqlSafe(s);
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        macro_rules! group {
+            ($begin:expr, $not_down:literal) => {{
+        let mut tx = $begin;
 
         // 1. Nonces: the ones that come back are new; a nonce sent twice in the group is new once.
         let mut q = sqlx::query_as::<_, (String, String)>(text(format!(
@@ -852,18 +863,36 @@ impl Store {
             .filter(|(_, n)| **n)
             .map(|(r, _)| r)
             .collect();
+        // One row per learner in the upsert (PostgreSQL refuses to update a row twice in one
+        // statement); the last launch's name and email win.
+        let mut learners: Vec<&LaunchRecord> = Vec::with_capacity(new.len());
+        {
+            let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
+            for r in &new {
+                match seen.get(&(r.consumer_key.as_str(), r.user_id.as_str())) {
+                    Some(&i) => learners[i] = r,
+                    None => {
+                        seen.insert((r.consumer_key.as_str(), r.user_id.as_str()), learners.len());
+                        learners.push(r);
+                    }
+                }
+            }
+        }
+        // In key order, so that concurrent groups lock learners' rows in the same order and
+        // never deadlock each other (PostgreSQL writes several groups at once).
+        learners.sort_by(|a, b| (&a.consumer_key, &a.user_id).cmp(&(&b.consumer_key, &b.user_id)));
 
         // 2. Learners.
         let mut ids: HashMap<(String, String), i64> = HashMap::new();
-        if !new.is_empty() {
+        if !learners.is_empty() {
             let mut q = sqlx::query_as::<_, (i64, String, String)>(text(format!(
                 "INSERT INTO users (consumer_key, user_id, name, email, first_seen, last_seen) VALUES {} \
                  ON CONFLICT (consumer_key, user_id) DO UPDATE SET last_seen = excluded.last_seen, \
                    name = COALESCE(excluded.name, users.name), email = COALESCE(excluded.email, users.email) \
                  RETURNING id, consumer_key, user_id",
-                tuples(new.len(), 6)
+                tuples(learners.len(), 6)
             )));
-            for r in &new {
+            for r in &learners {
                 q = q
                     .bind(&r.consumer_key)
                     .bind(&r.user_id)
@@ -895,9 +924,9 @@ impl Store {
                 concat!(
                     "SELECT ",
                     container_cols!(),
-                    " FROM containers WHERE state = 'assigned' AND port IS NOT NULL \
-                     AND ($1 IS NULL OR instr(',' || $1 || ',', ',' || host || ',') = 0) \
-                     AND (pool, user_id) IN (VALUES {})"
+                    " FROM containers WHERE state = 'assigned' AND port IS NOT NULL AND ",
+                    $not_down,
+                    " AND (pool, user_id) IN (VALUES {})"
                 ),
                 tuples_from(wanted.len(), 2, 2)
             )))
@@ -960,6 +989,18 @@ impl Store {
                 Recorded::New { user, returning }
             })
             .collect())
+            }};
+        }
+        match &self.backend {
+            Backend::Sqlite(pool) => group!(
+                pool.begin_with("BEGIN IMMEDIATE").await?,
+                "($1 IS NULL OR instr(',' || $1 || ',', ',' || host || ',') = 0)"
+            ),
+            Backend::Postgres(pool) => group!(
+                pool.begin().await?,
+                "($1 IS NULL OR strpos(',' || $1 || ',', ',' || host || ',') = 0)"
+            ),
+        }
     }
 
     /// True for SQLite, whose single writer gains from grouping concurrent launches.
