@@ -142,6 +142,12 @@ async fn a_crash_mid_burst_loses_no_redirected_launch_and_leaves_nothing_half_do
         .find(|(_, u)| redirected.contains_key(*u))
         .unwrap();
     assert_eq!(env.post("", bodies[i].clone()).await.status, 401);
+    eprintln!(
+        "crash: {} of {} launches answered 302 before kill -9; all {} persisted after restart",
+        redirected.len(),
+        users.len(),
+        redirected.len()
+    );
     // And the learners whose launch was cut short can launch again.
     for user in users
         .iter()
