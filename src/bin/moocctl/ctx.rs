@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use comfy_table::{ContentArrangement, Table, presets};
 use mooc_lti::app::App;
-use mooc_lti::config::Config;
+use mooc_lti::config::{Config, DatabaseUrl};
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
@@ -151,11 +151,16 @@ fn login_name() -> Option<String> {
     })
 }
 
-/// The command line as the audit trail records it: secrets given as arguments are replaced by `***`.
+/// The command line as the audit trail records it: secrets given as arguments are replaced by `***`
+/// (the value of `--secret`, and the password of any URL, such as `db copy --to postgres://u:pw@…`).
 pub fn redacted_command_line() -> String {
+    redact_args(std::env::args().skip(1))
+}
+
+fn redact_args(args: impl Iterator<Item = String>) -> String {
     let mut out: Vec<String> = Vec::new();
     let mut hide_next = false;
-    for arg in std::env::args().skip(1) {
+    for arg in args {
         if hide_next {
             out.push("***".into());
             hide_next = false;
@@ -164,8 +169,14 @@ pub fn redacted_command_line() -> String {
             hide_next = true;
         } else if arg.starts_with("--secret=") {
             out.push("--secret=***".into());
+        } else if let Some((flag, value)) = arg.split_once('=').filter(|(f, _)| f.starts_with("--"))
+        {
+            out.push(format!(
+                "{flag}={}",
+                DatabaseUrl(value.to_owned()).redacted()
+            ));
         } else {
-            out.push(arg);
+            out.push(DatabaseUrl(arg).redacted());
         }
     }
     out.join(" ")
@@ -199,4 +210,46 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
             || c.downcast_ref::<serde_json::Error>()
                 .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_args;
+
+    fn redact(args: &[&str]) -> String {
+        redact_args(args.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn secrets_and_url_passwords_never_reach_the_audit_trail() {
+        assert_eq!(
+            redact(&["consumer", "add", "k", "--secret", "s3cr3t"]),
+            "consumer add k --secret ***"
+        );
+        assert_eq!(
+            redact(&["consumer", "add", "k", "--secret=s3cr3t"]),
+            "consumer add k --secret=***"
+        );
+        let copied = redact(&[
+            "db",
+            "copy",
+            "--to",
+            "postgres://mooc:pw123@db.example/mooc",
+        ]);
+        assert!(!copied.contains("pw123"), "{copied}");
+        assert!(
+            copied.contains("postgres://mooc:***@db.example/mooc"),
+            "{copied}"
+        );
+        let inline = redact(&["db", "copy", "--to=postgres://mooc:pw123@db.example/mooc"]);
+        assert!(!inline.contains("pw123"), "{inline}");
+        assert!(
+            inline.starts_with("db copy --to=postgres://mooc:***@"),
+            "{inline}"
+        );
+        assert_eq!(
+            redact(&["users", "purge", "learner-1", "--yes"]),
+            "users purge learner-1 --yes"
+        );
+    }
 }
