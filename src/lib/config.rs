@@ -258,8 +258,10 @@ pub struct PoolConfig {
     /// Port Jupyter listens on inside the container.
     #[serde(default = "default_port")]
     pub port: u16,
-    /// URL path Jupyter serves under; `{name}` is replaced by the container name.
-    #[serde(default = "default_base_url")]
+    /// URL path Jupyter serves under; `{name}` is replaced by the container name. Defaults to
+    /// `/user/{name}/` with a `command` (which passes `{base_url}` on) and to `/` without one,
+    /// since an image's own command serves at `/`.
+    #[serde(default)]
     pub base_url: String,
     /// Extra environment variables for the container.
     #[serde(default)]
@@ -278,9 +280,7 @@ fn default_home() -> String {
 fn default_port() -> u16 {
     8888
 }
-fn default_base_url() -> String {
-    "/user/{name}/".into()
-}
+const DEFAULT_BASE_URL: &str = "/user/{name}/";
 fn default_ready_timeout() -> Duration {
     Duration::from_secs(60)
 }
@@ -417,6 +417,15 @@ impl Config {
             }
         })?;
         config.path = path.to_path_buf();
+        for p in &mut config.pools {
+            if p.base_url.is_empty() {
+                p.base_url = if p.command.is_some() {
+                    DEFAULT_BASE_URL.into()
+                } else {
+                    "/".into()
+                };
+            }
+        }
         Ok(config)
     }
 
@@ -563,6 +572,16 @@ impl Config {
             if !p.base_url.starts_with('/') || !p.base_url.ends_with('/') {
                 return Err(invalid(key("base_url"), "must start and end with /".into()));
             }
+            if p.command.is_none() && p.base_url != "/" {
+                return Err(invalid(
+                    key("base_url"),
+                    format!(
+                        "{:?} needs a `command` that passes {{base_url}} to Jupyter (the image's own \
+                         command serves at /)",
+                        p.base_url
+                    ),
+                ));
+            }
             if !p.home.starts_with('/') {
                 return Err(invalid(key("home"), "must be an absolute path".into()));
             }
@@ -643,6 +662,27 @@ pools:
             "https://lti.example.edu/lti/launch"
         );
         assert_eq!(c.docker_hosts[0].publish_ip, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(
+            c.pools[0].base_url, "/",
+            "the image's own command serves at /, so readiness is probed there"
+        );
+    }
+
+    #[test]
+    fn base_url_defaults_follow_the_command() {
+        let with_command = MINIMAL.replace(
+            "    max: 50",
+            "    max: 50\n    command: [jupyter-notebook, \"--NotebookApp.base_url={base_url}\"]",
+        );
+        assert_eq!(
+            parse(&with_command).unwrap().pools[0].base_url,
+            "/user/{name}/"
+        );
+        let err =
+            parse(&MINIMAL.replace("    max: 50", "    max: 50\n    base_url: /user/{name}/"))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("base_url") && err.contains("command"), "{err}");
     }
 
     #[test]
