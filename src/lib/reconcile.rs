@@ -208,6 +208,8 @@ pub async fn reconcile_host(app: &App, host: &Arc<DockerHost>) -> Result<HostRep
         change(&name, "orphan container removed".into());
     }
     // Volumes: unclaimed ones no live container uses are removed; learners' are never touched.
+    // `in_use` only saves statements: the delete itself checks again, atomically, since a warm run
+    // may reserve a container on a new volume between these reads.
     let in_use: HashSet<String> = app
         .store
         .list_containers(&ContainerFilter {
@@ -230,7 +232,7 @@ pub async fn reconcile_host(app: &App, host: &Arc<DockerHost>) -> Result<HostRep
         match known.get(&name) {
             None => change(&name, "volume unknown to the database (kept)".into()),
             Some(None) if !in_use.contains(&name) => {
-                if app.store.delete_unowned_volume(&name).await? {
+                if app.store.delete_unused_volume(&name).await? {
                     host.remove_volume(&name).await?;
                     change(&name, "unclaimed volume removed".into());
                 }

@@ -1344,6 +1344,21 @@ impl Store {
         Ok(done == 1)
     }
 
+    /// Deletes a volume row nobody owns and no live container mounts, in one statement, so a
+    /// container reserved on it meanwhile keeps it; true when deleted (the caller then removes the
+    /// Docker volume).
+    pub async fn delete_unused_volume(&self, name: &str) -> Result<bool> {
+        let done = with_pool!(self, pool => sqlx::query(
+            "DELETE FROM volumes WHERE name = $1 AND user_id IS NULL AND NOT EXISTS \
+             (SELECT 1 FROM containers WHERE volume = $1 AND state NOT IN ('removed', 'failed'))",
+        )
+        .bind(name)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done == 1)
+    }
+
     /// Unassigned containers of a pool still being created or warmed (by anyone).
     pub async fn warm_in_progress(&self, pool_name: &str) -> Result<i64> {
         Ok(with_pool!(self, pool => sqlx::query_scalar(
