@@ -571,6 +571,21 @@ pub async fn cull(
                 docker
                     .stop(row.docker_id.as_deref().unwrap_or(&row.name), STOP_GRACE)
                     .await?;
+                // A launch during the stop found the row stopped, "started" the still running
+                // container and redirected its learner, whose notebook the stop then ended: start
+                // it again (its port may have changed) rather than leave a row that says assigned.
+                if let Some(now_row) = app.store.container(row.id).await?
+                    && now_row.state() == ContainerState::Assigned
+                {
+                    restart_stopped(app, pool, &now_row).await?;
+                    app.event(
+                        "info",
+                        "cull",
+                        &format!("{} launched while being stopped; started again", row.name),
+                    )
+                    .await;
+                    continue;
+                }
                 app.event(
                     "info",
                     "cull",
