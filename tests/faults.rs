@@ -71,6 +71,10 @@ async fn a_crash_mid_burst_loses_no_redirected_launch_and_leaves_nothing_half_do
         redirected.len() >= 5,
         "the warm claims were answered before the crash: {redirected:?}"
     );
+    assert!(
+        redirected.len() < users.len(),
+        "the kill landed mid-burst, with launches still waiting for new containers"
+    );
 
     env.start_server();
     let store = env.store().await;

@@ -198,9 +198,25 @@ async fn bad_signatures_unknown_keys_replays_and_clock_skew_get_401() {
     let future = env.sign(&p, "", KEY, SECRET, Some(now + 3600));
     assert_eq!(env.post("", future).await.status, 401);
 
-    // Nothing was written for the refused launches: one user, one session.
-    let out = env.moocctl(&["consumer", "list", "--json"]);
-    assert!(out.status.success());
+    // Nothing was written for the refused launches: one user, one session, one nonce.
+    let users = moocctl_json(&env, &["users", "list"]);
+    let users = users.as_array().unwrap();
+    assert_eq!(users.len(), 1, "{users:?}");
+    assert_eq!(users[0]["user_id"], "mallory");
+    assert_eq!(
+        moocctl_json(&env, &["sessions", "list"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        moocctl_json(&env, &["nonces", "list"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let pages = env.server_logs();
     assert!(!pages.contains(SECRET), "the secret must never be logged");
 }

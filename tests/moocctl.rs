@@ -157,6 +157,13 @@ async fn every_subcommand_reads_what_real_launches_wrote() {
             .len(),
         1
     );
+    let table = run(&env, &["sessions", "list"]);
+    assert_eq!(table.code, 0);
+    assert!(
+        table.out.contains("OUTCOME") && table.out.contains("alice") && table.out.contains("bob"),
+        "{}",
+        table.out
+    );
     let id = sessions[0]["id"].as_i64().unwrap().to_string();
     let shown = run(&env, &["sessions", "show", &id]);
     assert_eq!(shown.code, 0);
@@ -176,6 +183,19 @@ async fn every_subcommand_reads_what_real_launches_wrote() {
         2,
         "alice and bob; the refused launch stored none"
     );
+    let table = run(&env, &["nonces", "list", "--consumer", KEY]);
+    assert_eq!(table.code, 0);
+    assert!(
+        table.out.contains("NONCE") && table.out.contains(KEY),
+        "{}",
+        table.out
+    );
+    assert_eq!(
+        table.out.lines().count(),
+        3,
+        "header and two nonces: {}",
+        table.out
+    );
     assert_eq!(run(&env, &["nonces", "prune"]).code, 2);
     let pruned = json(&env, &["nonces", "prune", "--yes"]);
     assert_eq!(pruned["removed"], 0, "fresh nonces are kept");
@@ -188,11 +208,47 @@ async fn every_subcommand_reads_what_real_launches_wrote() {
     assert_eq!(alice["name"], "Test Learner");
     assert_eq!(alice["containers"].as_array().unwrap().len(), 1);
     assert_eq!(run(&env, &["users", "show", "nobody"]).code, 1);
+    let table = run(&env, &["users", "list"]);
+    assert_eq!(table.code, 0);
+    assert!(
+        table.out.contains("USER_ID") && table.out.contains("carol"),
+        "{}",
+        table.out
+    );
+    let table = run(&env, &["users", "show", "alice"]);
+    assert_eq!(table.code, 0);
+    assert!(table.out.contains("Test Learner"), "{}", table.out);
     let containers = json(&env, &["containers", "list"]);
     assert!(containers.as_array().unwrap().len() >= 3);
     assert!(
         !containers.to_string().contains("token"),
         "tokens are never printed"
+    );
+    let table = run(&env, &["containers", "list"]);
+    assert_eq!(table.code, 0);
+    assert!(
+        table.out.contains("STATE") && table.out.contains("assigned"),
+        "{}",
+        table.out
+    );
+    assert_eq!(
+        json(
+            &env,
+            &["containers", "list", "--pool", "default", "--host", "local"]
+        )
+        .as_array()
+        .unwrap()
+        .len(),
+        containers.as_array().unwrap().len(),
+        "one pool on one host"
+    );
+    assert_eq!(
+        run(&env, &["containers", "list", "--pool", "no-such-pool"]).code,
+        1
+    );
+    assert_eq!(
+        run(&env, &["containers", "list", "--host", "no-such-host"]).code,
+        1
     );
     let alice_container = alice["containers"][0]["id"].as_i64().unwrap().to_string();
     let shown = run(&env, &["containers", "show", &alice_container]);
@@ -227,10 +283,20 @@ async fn every_subcommand_reads_what_real_launches_wrote() {
             .status,
         200
     );
+    let refused = run(&env, &["containers", "release", "bob"]);
+    assert_eq!(refused.code, 2, "release needs --yes");
+    assert!(
+        refused.err.contains("refusing without --yes"),
+        "{}",
+        refused.err
+    );
     assert_eq!(
-        run(&env, &["containers", "release", "bob"]).code,
-        2,
-        "release needs --yes"
+        json(&env, &["users", "show", "bob"])["containers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "a refused release removes nothing"
     );
     let released = run(&env, &["containers", "release", "bob", "--yes"]);
     assert_eq!(released.code, 0, "{}", released.err);
@@ -262,14 +328,43 @@ async fn every_subcommand_reads_what_real_launches_wrote() {
             .iter()
             .all(|e| e["kind"] == "claim")
     );
-    let warn_only = json_any(&env, &["logs", "--level", "error"]);
+    let store = env.store().await;
+    for level in ["warn", "error"] {
+        store
+            .event(
+                level,
+                "test",
+                "tester",
+                &format!("a {level} event"),
+                mooc_lti::now(),
+            )
+            .await
+            .unwrap();
+    }
+    let errors = json(&env, &["logs", "--level", "error"]);
+    let errors = errors.as_array().unwrap();
+    assert!(!errors.is_empty());
+    assert!(errors.iter().all(|e| e["level"] == "error"), "{errors:?}");
+    let warnings = json(&env, &["logs", "--level", "warn"]);
+    let levels: Vec<&str> = warnings
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["level"].as_str())
+        .collect();
     assert!(
-        warn_only
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|e| e["level"] == "error")
+        levels.contains(&"warn") && levels.contains(&"error"),
+        "{levels:?}"
     );
+    assert!(!levels.contains(&"info"), "{levels:?}");
+    let plain = run(&env, &["logs", "--kind", "test"]);
+    assert_eq!(plain.code, 0);
+    assert!(
+        plain.out.contains("a warn event") && plain.out.contains("tester"),
+        "{}",
+        plain.out
+    );
+    assert_eq!(run(&env, &["logs", "--kind", "no-such-kind"]).code, 1);
     let doctor = run(&env, &["doctor"]);
     assert!(doctor.out.contains("docker host local"), "{}", doctor.out);
     assert!(
@@ -311,6 +406,18 @@ async fn every_subcommand_reads_what_real_launches_wrote() {
     );
     assert_eq!(printed.code, 0);
     assert!(printed.out.contains("oauth_signature="), "{}", printed.out);
+    let printed = json(
+        &env,
+        &["launch", "--consumer", KEY, "--user", "erin", "--print"],
+    );
+    assert!(
+        printed["body"]
+            .as_str()
+            .unwrap()
+            .contains("oauth_signature="),
+        "{printed}"
+    );
+    assert!(printed["url"].as_str().unwrap().ends_with("/lti/launch"));
     let unknown = run(
         &env,
         &["launch", "--consumer", "nope", "--user", "x", "--url", &url],
@@ -329,6 +436,11 @@ fn json_any(env: &Env, args: &[&str]) -> Value {
 #[tokio::test]
 async fn destructive_commands_refuse_without_yes_when_stdin_is_not_a_terminal() {
     let env = Env::without_docker(PoolOpts::default());
+    env.store()
+        .await
+        .upsert_user(KEY, "someone", Some("Some One"), None, mooc_lti::now())
+        .await
+        .unwrap();
     for args in [
         &["consumer", "remove", KEY][..],
         &["consumer", "rotate", KEY],
@@ -339,8 +451,11 @@ async fn destructive_commands_refuse_without_yes_when_stdin_is_not_a_terminal() 
         &["nonces", "prune"],
     ] {
         let r = run(&env, args);
-        if args[0] == "users" || args[0] == "containers" {
-            assert_eq!(r.code, 1, "{args:?}: no such learner: {}", r.err);
+        if args[0] == "containers" {
+            // Without Docker the learner has no container, so there is nothing to ask about (the
+            // refusal of a real release is in every_subcommand_reads_what_real_launches_wrote).
+            assert_eq!(r.code, 1, "{args:?}: no container: {}", r.err);
+            assert!(r.err.contains("has no container"), "{args:?}: {}", r.err);
             continue;
         }
         assert_eq!(r.code, 2, "{args:?}: {}", r.err);
@@ -354,6 +469,10 @@ async fn destructive_commands_refuse_without_yes_when_stdin_is_not_a_terminal() 
     assert_eq!(
         json(&env, &["consumer", "list"]).as_array().unwrap().len(),
         1
+    );
+    assert_eq!(
+        json(&env, &["users", "show", "someone"])["user_id"],
+        "someone"
     );
 }
 
@@ -470,6 +589,32 @@ async fn admins_table_gates_mutations_and_the_audit_trail_records_everything() {
 
     let admins = json(&env, &["admin", "list"]);
     assert_eq!(admins.as_array().unwrap().len(), 3);
+    let table = run(&env, &["admin", "list"]);
+    assert!(
+        table.out.contains("IDENTITY") && table.out.contains("viewer"),
+        "{}",
+        table.out
+    );
+    let refused = run(&env, &["--as", "root", "admin", "remove", "viewer"]);
+    assert_eq!(refused.code, 2, "admin remove asks first: {}", refused.err);
+    assert_eq!(
+        run(
+            &env,
+            &["--as", "root", "admin", "remove", "viewer", "--yes"]
+        )
+        .code,
+        0
+    );
+    assert_eq!(
+        run(
+            &env,
+            &["--as", "root", "admin", "remove", "viewer", "--yes"]
+        )
+        .code,
+        1,
+        "nothing left to remove"
+    );
+    assert_eq!(json(&env, &["admin", "list"]).as_array().unwrap().len(), 2);
     let audit = json(&env, &["audit", "--since", "1h"]);
     let rows = audit.as_array().unwrap();
     let find = |actor: &str, needle: &str| {
@@ -512,32 +657,69 @@ async fn logs_follow_picks_up_a_launch_while_it_runs() {
     };
     assert_eq!(run(&env, &["pool", "warm"]).code, 0);
     env.start_server();
+    // `-n 0`: the follower prints only what is written after it started.
     let mut follower = Command::new(env!("CARGO_BIN_EXE_moocctl"))
         .arg("--config")
         .arg(&env.config)
-        // --since: the claim is printed even if a loaded machine starts the follower late.
-        .args(["logs", "-f", "--json", "--kind", "claim", "--since", "10m"])
+        .args(["logs", "-f", "--json", "-n", "0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(env.launch("follow-me").await.status, 302);
     let stdout = follower.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut first = String::new();
-        BufReader::new(stdout).read_line(&mut first).unwrap();
-        first
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                break;
+            }
+        }
     });
-    let line = tokio::time::timeout(Duration::from_secs(10), line)
+    async fn next_of_kind(
+        lines: &mut tokio::sync::mpsc::UnboundedReceiver<Value>,
+        kind: &str,
+    ) -> Value {
+        loop {
+            let event = lines.recv().await.expect("logs -f is still running");
+            if event["kind"] == kind {
+                return event;
+            }
+        }
+    }
+    // Until the follower prints a marker written after it started, it is not following yet (a
+    // loaded machine may start it late); only then does the launch happen.
+    let store = env.store().await;
+    let mut following = false;
+    for _ in 0..40 {
+        store
+            .event("info", "marker", "tester", "follow check", mooc_lti::now())
+            .await
+            .unwrap();
+        if tokio::time::timeout(
+            Duration::from_millis(500),
+            next_of_kind(&mut lines, "marker"),
+        )
         .await
-        .expect("logs -f printed the claim within 10 s")
-        .unwrap();
+        .is_ok()
+        {
+            following = true;
+            break;
+        }
+    }
+    assert!(
+        following,
+        "logs -f printed an event written after it started"
+    );
+    assert_eq!(env.launch("follow-me").await.status, 302);
+    let event = tokio::time::timeout(Duration::from_secs(10), next_of_kind(&mut lines, "claim"))
+        .await
+        .expect("logs -f printed the claim within 10 s");
     let _ = follower.kill();
     let _ = follower.wait();
-    let event: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(event["kind"], "claim");
+    assert_eq!(event["level"], "info");
 }
 
 #[tokio::test]
@@ -650,4 +832,30 @@ fn committed_man_pages_match_the_code() {
             "man/man1/{name} is out of date: run `cargo run --bin moocctl -- generate man man/man1`"
         );
     }
+}
+
+#[test]
+fn completions_are_generated_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef moocctl"),
+        ("fish", "complete -c moocctl"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_moocctl"))
+            .args(["generate", "completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains(marker), "{shell}: {script:.200}");
+        assert!(
+            script.contains("consumer") && script.contains("pool"),
+            "{shell}"
+        );
+    }
+    let bad = Command::new(env!("CARGO_BIN_EXE_moocctl"))
+        .args(["generate", "completions", "cmd.exe"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
 }

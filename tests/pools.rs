@@ -134,8 +134,10 @@ async fn a_first_launch_claims_a_warm_container_and_the_pool_refills() {
         "{name} was one of the warm containers"
     );
     let store = env.store().await;
+    // Under 30 s: the server's periodic maintenance round (every 30 s, the first at start-up when
+    // the pool was full) would refill too; this proves the refill the claim itself started.
     wait_until(
-        Duration::from_secs(90),
+        Duration::from_secs(25),
         "the pool to refill to 2 ready",
         || async {
             let ready = store

@@ -300,7 +300,17 @@ async fn db_copy_round_trips_a_populated_database() {
     }
     env.kill_server();
     assert!(env.moocctl(&["admin", "add", "ops"]).status.success());
-    let before = moocctl_json(&env, &["sessions", "list"]);
+    // What the admin commands show of every table, before and after the round trip.
+    let views: [&[&str]; 7] = [
+        &["sessions", "list"],
+        &["users", "list"],
+        &["containers", "list", "--all"],
+        &["nonces", "list"],
+        &["consumer", "list"],
+        &["admin", "list"],
+        &["logs", "--kind", "claim"],
+    ];
+    let before: Vec<serde_json::Value> = views.iter().map(|v| moocctl_json(&env, v)).collect();
 
     // Away from this test's own backend, then back to a fresh SQLite file.
     let psql = |sql: &str| {
@@ -374,11 +384,25 @@ async fn db_copy_round_trips_a_populated_database() {
         .unwrap()
         .replace(&middle, &last);
     std::fs::write(&copy_config, text).unwrap();
-    let after = run(&["sessions", "list", "--json"]);
-    let after: serde_json::Value = serde_json::from_slice(&after.stdout).unwrap();
-    assert_eq!(before, after, "sessions survive the round trip unchanged");
-    let consumers = run(&["consumer", "list", "--json"]);
-    assert!(String::from_utf8_lossy(&consumers.stdout).contains(KEY));
+    for (view, before) in views.iter().zip(&before) {
+        let mut args = view.to_vec();
+        args.push("--json");
+        let after = run(&args);
+        assert!(after.status.success(), "{view:?}");
+        let after: serde_json::Value = serde_json::from_slice(&after.stdout).unwrap();
+        assert_eq!(before, &after, "{view:?} is unchanged by the round trip");
+    }
+    assert!(before[4].to_string().contains(KEY));
+    // Every table came back whole; only the audit trail and the event log grew, by the copy
+    // commands' own entries.
+    let back: serde_json::Value = serde_json::from_slice(&back.stdout).unwrap();
+    for t in back.as_array().unwrap() {
+        let name = t["table"].as_str().unwrap();
+        assert_eq!(t["source_rows"], t["target_rows"], "{name}");
+        if name != "audit" && name != "events" {
+            assert_eq!(t["target_rows"].as_i64().unwrap(), count(name), "{name}");
+        }
+    }
     // The consumer secret came along: a launch signed with it verifies against the copy.
     let mut server_env_config = std::fs::read_to_string(&copy_config).unwrap();
     server_env_config.push('\n');

@@ -354,6 +354,29 @@ pools:
         )
     }
 
+    /// The notebook tokens of this test's containers (from their `JUPYTER_TOKEN`).
+    pub fn notebook_tokens(&self) -> Vec<String> {
+        let (containers, _) = self.docker_objects();
+        if containers.is_empty() {
+            return vec![];
+        }
+        let out = Command::new("docker")
+            .args([
+                "inspect",
+                "--format",
+                "{{range .Config.Env}}{{println .}}{{end}}",
+            ])
+            .args(&containers)
+            .output()
+            .expect("docker");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("JUPYTER_TOKEN="))
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Removes every container and volume carrying this test's label. Repeats until the label is
     /// gone for good: a Docker request a killed server sent just before may still complete.
     pub fn cleanup_docker(&self) {
@@ -395,15 +418,34 @@ pools:
 }
 
 impl Drop for Env {
+    /// Cleans up, then checks what every test must leave true: the server never logged the
+    /// consumer secret or a notebook token, and nothing labelled for this test is left in Docker.
     fn drop(&mut self) {
         self.kill_server();
+        let tokens = self.notebook_tokens();
+        let logs = self.server_logs();
         self.cleanup_docker();
+        let left = self.docker_objects();
         if let Backend::Postgres(admin) = backend() {
             psql(
                 &admin,
                 &format!("DROP DATABASE IF EXISTS mooc_{} WITH (FORCE)", self.label),
             );
         }
+        if std::thread::panicking() {
+            return;
+        }
+        assert!(
+            !logs.contains(SECRET),
+            "the server logged the consumer secret"
+        );
+        for token in &tokens {
+            assert!(
+                !logs.contains(token.as_str()),
+                "the server logged a notebook token"
+            );
+        }
+        assert_eq!(left, (vec![], vec![]), "Docker objects left behind");
     }
 }
 
