@@ -25,7 +25,9 @@ pub enum AdminCmd {
 
 #[derive(Debug, Args)]
 pub struct Add {
+    /// Who: a login name (SUDO_USER/USER) or a Shibboleth eppn
     identity: String,
+    /// The person's name, for the admins table
     #[arg(long)]
     name: Option<String>,
     /// admin (may change things) or viewer (may only read)
@@ -35,6 +37,7 @@ pub struct Add {
 
 #[derive(Debug, Args)]
 pub struct Remove {
+    /// The identity to remove, as `admin list` shows it
     identity: String,
 }
 

@@ -36,11 +36,13 @@ pub struct Add {
 
 #[derive(Debug, Args)]
 pub struct Remove {
+    /// The consumer key to remove (its LMS can no longer launch)
     key: String,
 }
 
 #[derive(Debug, Args)]
 pub struct Rotate {
+    /// The consumer key whose secret is replaced (the old secret stops working)
     key: String,
 }
 

@@ -29,11 +29,13 @@ pub enum ContainersCmd {
 
 #[derive(Debug, Args)]
 pub struct List {
+    /// Only containers of this pool
     #[arg(long)]
     pool: Option<String>,
     /// creating, warming, ready, assigned, stopped, removed or failed
     #[arg(long)]
     state: Option<ContainerState>,
+    /// Only containers on this Docker host (a name from docker_hosts)
     #[arg(long)]
     host: Option<String>,
     /// Include removed and failed containers
@@ -48,6 +50,7 @@ pub struct List {
 pub struct Show {
     /// Container id, name, or a learner's user_id
     what: String,
+    /// The consumer key, when the same user id exists under several consumers
     #[arg(long)]
     consumer: Option<String>,
 }

@@ -19,8 +19,10 @@ pub struct LaunchCmd {
     /// The learner's LMS user_id
     #[arg(long)]
     user: String,
+    /// The learner's full name (lis_person_name_full), as an LMS with privacy sharing sends it
     #[arg(long)]
     name: Option<String>,
+    /// The learner's email (lis_person_contact_email_primary)
     #[arg(long)]
     email: Option<String>,
     /// The course (context_id) [default: none, so the pool without `courses` serves it]

@@ -1,5 +1,7 @@
 //! `moocctl logs [-f]`: the event log the server and moocctl write to the database (launch
 //! failures, claims, spawns, culls, errors, admin actions), so it reads the same from any host.
+//! A returning learner's launch writes only its session row (the hot path's one write), so it is
+//! in `moocctl sessions list`, not here.
 
 use std::io::Write;
 use std::process::ExitCode;

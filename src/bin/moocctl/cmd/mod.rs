@@ -42,7 +42,7 @@ pub enum Command {
     /// The replay guard: stored OAuth nonces
     #[command(subcommand)]
     Nonces(nonces::NoncesCmd),
-    /// The event log (launch failures, claims, spawns, culls, errors); -f follows
+    /// The event log (claims, spawns, restarts, culls, failed launches, errors); -f follows
     Logs(logs::LogsCmd),
     /// Who may run mutating commands
     #[command(subcommand)]

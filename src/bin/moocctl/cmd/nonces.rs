@@ -17,8 +17,10 @@ pub enum NoncesCmd {
 
 #[derive(Debug, Args)]
 pub struct List {
+    /// Only nonces of this consumer key
     #[arg(long)]
     consumer: Option<String>,
+    /// At most this many nonces (the latest)
     #[arg(long, default_value_t = 100)]
     limit: i64,
 }

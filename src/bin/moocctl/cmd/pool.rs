@@ -50,6 +50,7 @@ pub struct Warm {
 
 #[derive(Debug, Args)]
 pub struct Resize {
+    /// The pool, as named in pool.yaml
     pool: String,
     /// Ready, unassigned containers to keep
     #[arg(long)]
@@ -64,6 +65,7 @@ pub struct Resize {
 
 #[derive(Debug, Args)]
 pub struct Drain {
+    /// The pool, as named in pool.yaml
     pool: String,
 }
 

@@ -28,12 +28,14 @@ pub struct List {
     /// Only launches this recent (e.g. 15m, 2h, 7d)
     #[arg(long, value_parser = parse_duration)]
     since: Option<Duration>,
+    /// At most this many sessions (the latest)
     #[arg(long, default_value_t = 50)]
     limit: i64,
 }
 
 #[derive(Debug, Args)]
 pub struct Show {
+    /// The session id, as `sessions list` shows it
     id: i64,
 }
 

@@ -23,8 +23,10 @@ pub enum UsersCmd {
 
 #[derive(Debug, Args)]
 pub struct List {
+    /// Only learners of this consumer key
     #[arg(long)]
     consumer: Option<String>,
+    /// At most this many learners (the most recently seen)
     #[arg(long, default_value_t = 50)]
     limit: i64,
 }
