@@ -140,8 +140,33 @@ impl Where {
     }
 }
 
-/// `($k,$k+1),($k+2,$k+3),…`: `rows` tuples of `cols` placeholders numbered from `first`.
-fn tuples_from(rows: usize, cols: usize, first: usize) -> String {
+/// Most rows in one statement of a launch group.
+const GROUP_CHUNK_MAX: usize = 64;
+
+/// The rows `0..n` as consecutive ranges of power-of-two sizes up to [`GROUP_CHUNK_MAX`]
+/// (45 -> 32, 8, 4, 1). A group's statements then come in a handful of texts, which stay prepared
+/// in each connection's statement cache: one statement text per group size had SQLite parse a
+/// new statement for almost every group and the cache hold dozens of large ones (server memory
+/// grew from 15 to 39 MiB under load).
+fn group_chunks(n: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let left = n - start;
+        let size = if left >= GROUP_CHUNK_MAX {
+            GROUP_CHUNK_MAX
+        } else {
+            1 << (usize::BITS - 1 - left.leading_zeros())
+        };
+        out.push(start..start + size);
+        start += size;
+    }
+    out
+}
+
+/// `($k,$k+1),($k+2,$k+3),…`: `rows` tuples of `cols` placeholders numbered from `first`, or
+/// with `anonymous` all `?` (taken in order).
+fn tuples_from(rows: usize, cols: usize, first: usize, anonymous: bool) -> String {
     let mut out = String::with_capacity(rows * cols * 5);
     let mut n = first;
     for r in 0..rows {
@@ -153,8 +178,12 @@ fn tuples_from(rows: usize, cols: usize, first: usize) -> String {
             if c > 0 {
                 out.push(',');
             }
-            out.push('$');
-            out.push_str(&n.to_string());
+            if anonymous {
+                out.push('?');
+            } else {
+                out.push('$');
+                out.push_str(&n.to_string());
+            }
             n += 1;
         }
         out.push(')');
@@ -830,29 +859,36 @@ impl Store {
         }
     }
 
-    /// [`Store::record_launches`] with one multi-row statement per step, whatever the group's
-    /// size: a group costs a handful of statements (hand-offs to SQLite's thread, round trips to
+    /// [`Store::record_launches`] with multi-row statements per step (see [`group_chunks`]): a
+    /// group costs a handful of statements (hand-offs to SQLite's thread, round trips to
     /// PostgreSQL) and one commit, instead of four statements per launch.
     pub async fn record_launch_group(&self, batch: &[LaunchRecord]) -> Result<Vec<Recorded>> {
         use std::collections::{HashMap, HashSet};
-        let tuples = |rows: usize, cols: usize| tuples_from(rows, cols, 1);
+        // On SQLite the group's statements use anonymous `?` placeholders: sqlx finds each `$N`
+        // with sqlite3_bind_parameter_name, a linear scan of the statement's names, so binding a
+        // group's hundreds of numbered parameters took time quadratic in the group (6% of the
+        // server's CPU under load). Anonymous ones are bound in order, without a look-up.
+        let anonymous = matches!(self.backend, Backend::Sqlite(_));
+        let tuples = |rows: usize, cols: usize| tuples_from(rows, cols, 1, anonymous);
         // Placeholders only: no input reaches the statement text.
         let text = |s: String| sqlx::AssertSqlSafe(s);
         macro_rules! group {
-            ($begin:expr, $not_down:literal) => {{
+            ($begin:expr, $not_down:literal, $down_binds:literal) => {{
         let mut tx = $begin;
 
         // 1. Nonces: the ones that come back are new; a nonce sent twice in the group is new once.
-        let mut q = sqlx::query_as::<_, (String, String)>(text(format!(
-            "INSERT INTO nonces (consumer_key, nonce, ts) VALUES {} ON CONFLICT DO NOTHING \
-             RETURNING consumer_key, nonce",
-            tuples(batch.len(), 3)
-        )));
-        for r in batch {
-            q = q.bind(&r.consumer_key).bind(&r.nonce).bind(r.ts);
+        let mut fresh: HashSet<(String, String)> = HashSet::with_capacity(batch.len());
+        for part in group_chunks(batch.len()).into_iter().map(|c| &batch[c]) {
+            let mut q = sqlx::query_as::<_, (String, String)>(text(format!(
+                "INSERT INTO nonces (consumer_key, nonce, ts) VALUES {} ON CONFLICT DO NOTHING \
+                 RETURNING consumer_key, nonce",
+                tuples(part.len(), 3)
+            )));
+            for r in part {
+                q = q.bind(&r.consumer_key).bind(&r.nonce).bind(r.ts);
+            }
+            fresh.extend(q.fetch_all(&mut *tx).await?);
         }
-        let mut fresh: HashSet<(String, String)> =
-            q.fetch_all(&mut *tx).await?.into_iter().collect();
         let is_new: Vec<bool> = batch
             .iter()
             .map(|r| fresh.remove(&(r.consumer_key.clone(), r.nonce.clone())))
@@ -883,16 +919,16 @@ impl Store {
         learners.sort_by(|a, b| (&a.consumer_key, &a.user_id).cmp(&(&b.consumer_key, &b.user_id)));
 
         // 2. Learners.
-        let mut ids: HashMap<(String, String), i64> = HashMap::new();
-        if !learners.is_empty() {
+        let mut ids: HashMap<(String, String), i64> = HashMap::with_capacity(learners.len());
+        for part in group_chunks(learners.len()).into_iter().map(|c| &learners[c]) {
             let mut q = sqlx::query_as::<_, (i64, String, String)>(text(format!(
                 "INSERT INTO users (consumer_key, user_id, name, email, first_seen, last_seen) VALUES {} \
                  ON CONFLICT (consumer_key, user_id) DO UPDATE SET last_seen = excluded.last_seen, \
                    name = COALESCE(excluded.name, users.name), email = COALESCE(excluded.email, users.email) \
                  RETURNING id, consumer_key, user_id",
-                tuples(learners.len(), 6)
+                tuples(part.len(), 6)
             )));
-            for r in &learners {
+            for r in part {
                 q = q
                     .bind(&r.consumer_key)
                     .bind(&r.user_id)
@@ -918,8 +954,8 @@ impl Store {
             .into_iter()
             .collect();
         let mut running: HashMap<(String, i64), ContainerRow> = HashMap::new();
-        if !wanted.is_empty() {
-            let down = batch.last().and_then(|r| r.down_hosts.clone());
+        let down = batch.last().and_then(|r| r.down_hosts.clone());
+        for part in group_chunks(wanted.len()).into_iter().map(|c| &wanted[c]) {
             let mut q = sqlx::query_as::<_, ContainerRow>(text(format!(
                 concat!(
                     "SELECT ",
@@ -928,10 +964,12 @@ impl Store {
                     $not_down,
                     " AND (pool, user_id) IN (VALUES {})"
                 ),
-                tuples_from(wanted.len(), 2, 2)
-            )))
-            .bind(down);
-            for (pool_name, user) in &wanted {
+                tuples_from(part.len(), 2, 2, anonymous)
+            )));
+            for _ in 0..$down_binds {
+                q = q.bind(down.clone());
+            }
+            for (pool_name, user) in part {
                 q = q.bind(*pool_name).bind(*user);
             }
             for c in q.fetch_all(&mut *tx).await? {
@@ -950,13 +988,13 @@ impl Store {
                 Some((*r, user, c))
             })
             .collect();
-        if !returning.is_empty() {
+        for part in group_chunks(returning.len()).into_iter().map(|c| &returning[c]) {
             let mut q = sqlx::query(text(format!(
                 "INSERT INTO sessions (at, user_id, consumer_key, context_id, resource_link_id, roles, \
                  remote_addr, pool, outcome, container_id) VALUES {}",
-                tuples(returning.len(), 10)
+                tuples(part.len(), 10)
             )));
-            for (r, user, c) in &returning {
+            for (r, user, c) in part {
                 q = q
                     .bind(r.now)
                     .bind(*user)
@@ -994,11 +1032,13 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(pool) => group!(
                 pool.begin_with("BEGIN IMMEDIATE").await?,
-                "($1 IS NULL OR instr(',' || $1 || ',', ',' || host || ',') = 0)"
+                "(? IS NULL OR instr(',' || ? || ',', ',' || host || ',') = 0)",
+                2
             ),
             Backend::Postgres(pool) => group!(
                 pool.begin().await?,
-                "($1 IS NULL OR strpos(',' || $1 || ',', ',' || host || ',') = 0)"
+                "($1 IS NULL OR strpos(',' || $1 || ',', ',' || host || ',') = 0)",
+                1
             ),
         }
     }
@@ -1899,6 +1939,22 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_chunks_cover_every_row_once_in_power_of_two_sizes() {
+        for n in 0..300 {
+            let chunks = super::group_chunks(n);
+            let mut next = 0;
+            for c in &chunks {
+                assert_eq!(c.start, next, "{n}: {chunks:?}");
+                assert!(c.len().is_power_of_two() && c.len() <= super::GROUP_CHUNK_MAX);
+                next = c.end;
+            }
+            assert_eq!(next, n);
+        }
+        assert_eq!(super::group_chunks(45), vec![0..32, 32..40, 40..44, 44..45]);
+        assert_eq!(super::group_chunks(130), vec![0..64, 64..128, 128..130]);
+    }
 
     #[test]
     fn states_round_trip_through_text() {
