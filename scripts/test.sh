@@ -5,13 +5,21 @@
 #   bash scripts/test.sh [extra cargo test arguments]
 #
 # Builds the test image first (once; cached by tag), installs the Python signer the tests use to
-# sign launches independently of our code, and starts a throwaway PostgreSQL server on loopback
-# (scripts/postgres.sh), stopped again at the end. With CI set, a missing part fails instead of
-# skipping.
+# sign launches independently of our code and stunnel (a TLS endpoint in front of the engine), and
+# starts a throwaway PostgreSQL server on loopback (scripts/postgres.sh), stopped again at the end.
+# With CI set, a missing part fails instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/test-image.sh
+# stunnel and openssl stand in for a Docker engine with TLS client certificates (tests/scaleout.rs).
+if ! command -v stunnel >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q stunnel4 openssl >/dev/null || {
+            apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q stunnel4 openssl >/dev/null
+        }
+    fi
+fi
 if ! python3 -c 'import oauthlib' 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check oauthlib
 fi

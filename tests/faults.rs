@@ -248,13 +248,9 @@ async fn a_container_that_died_before_its_claim_is_not_handed_out() {
     assert_eq!(resp.status, 302, "{}", resp.text());
     let name = container_name(resp.header("location").unwrap());
     assert_ne!(name, frozen, "the frozen container was not handed out");
-    let (base, _) = split_notebook_url(resp.header("location").unwrap());
     assert_eq!(
-        env.http
-            .get(&format!("{base}api"), &[], Duration::from_secs(5))
-            .await
-            .unwrap()
-            .status,
+        env.notebook_api_status(resp.header("location").unwrap())
+            .await,
         200
     );
     let row = store.container_by_name(&frozen).await.unwrap().unwrap();

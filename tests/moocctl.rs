@@ -274,13 +274,9 @@ async fn every_subcommand_reads_what_real_launches_wrote() {
     assert_eq!(restarted.code, 0, "{}", restarted.err);
     let again = env.launch("alice").await;
     assert_eq!(again.status, 302);
-    let (base, _) = split_notebook_url(again.header("location").unwrap());
     assert_eq!(
-        env.http
-            .get(&format!("{base}api"), &[], Duration::from_secs(10))
-            .await
-            .unwrap()
-            .status,
+        env.notebook_api_status(again.header("location").unwrap())
+            .await,
         200
     );
     let refused = run(&env, &["containers", "release", "bob"]);

@@ -527,3 +527,71 @@ async fn reconcile_repairs_every_kind_of_drift() {
         assert_eq!(resp.status, 302, "{user}: {}", resp.text());
     }
 }
+
+#[tokio::test]
+async fn drain_spares_assigned_containers_and_idle_cull_and_max_age_apply_from_pool_yaml() {
+    let Some(mut env) = Env::with_pool(PoolOpts {
+        warm: 1,
+        max: 5,
+        extra: "    idle_cull: 1s\n    max_age: 1s\n".into(),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    assert!(env.moocctl(&["pool", "warm"]).status.success());
+    env.start_server();
+    let resp = env.launch("learner").await;
+    assert_eq!(resp.status, 302, "{}", resp.text());
+    let assigned = container_name(resp.header("location").unwrap());
+    let store = env.store().await;
+    wait_until(T, "the refill after the claim", || async {
+        store.warm_in_progress("default").await.unwrap() == 0
+    })
+    .await;
+    // No server from here on: its periodic round would cull too.
+    env.kill_server();
+    assert_eq!(ready_count(&env), 1, "refilled");
+
+    // Drain removes the ready container and leaves the learner's alone.
+    assert!(
+        env.moocctl(&["pool", "drain", "default", "--yes"])
+            .status
+            .success()
+    );
+    assert_eq!(ready_count(&env), 0);
+    assert_eq!(
+        docker(&["inspect", "--format", "{{.State.Running}}", &assigned]),
+        "true"
+    );
+    let shown = moocctl_json(&env, &["containers", "show", &assigned]);
+    assert_eq!(shown[0]["state"], "assigned", "{shown}");
+
+    // Cull with no --idle: the pool's idle_cull stops the idle learner's container, and its
+    // max_age removes the ready container that has been waiting for longer.
+    assert!(env.moocctl(&["pool", "warm"]).status.success());
+    let ready: Vec<String> = moocctl_json(&env, &["containers", "list", "--state", "ready"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ready.len(), 1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let culled = moocctl_json(&env, &["pool", "cull", "--yes"]);
+    assert_eq!(
+        culled[0]["stopped"],
+        serde_json::json!([assigned]),
+        "{culled}"
+    );
+    assert_eq!(culled[0]["expired"], serde_json::json!(ready), "{culled}");
+    assert_eq!(
+        docker(&["inspect", "--format", "{{.State.Running}}", &assigned]),
+        "false"
+    );
+    let shown = moocctl_json(&env, &["containers", "show", &assigned]);
+    assert_eq!(shown[0]["state"], "stopped", "{shown}");
+    assert_eq!(ready_count(&env), 0);
+    // The learner's mapping and volume are kept.
+    let user = moocctl_json(&env, &["users", "show", "learner"]);
+    assert_eq!(user["volumes"].as_array().unwrap().len(), 1, "{user}");
+}

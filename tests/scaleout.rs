@@ -1,5 +1,6 @@
 //! Outgrowing one machine: two servers on one database, two Docker hosts (the local engine reached
-//! through its unix socket and through a loopback TCP proxy), a host going down, and `db copy`.
+//! through its unix socket and through a loopback TCP proxy), a host going down, a host over TCP
+//! with TLS client certificates, and `db copy`.
 
 mod common;
 
@@ -415,4 +416,203 @@ async fn db_copy_round_trips_a_populated_database() {
     );
     env.kill_server();
     psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+}
+
+/// A TLS endpoint in front of the local engine, as `dockerd --tlsverify` is set up: `stunnel`
+/// listens on loopback with a server certificate and accepts only clients with a certificate from
+/// `ca.pem`. (socat cannot stand in: it fails the second connection of a client that resumes
+/// TLS sessions, as rustls does.)
+struct TlsEngine {
+    dir: tempfile::TempDir,
+    port: u16,
+    stunnel: std::process::Child,
+}
+
+impl TlsEngine {
+    fn start() -> TlsEngine {
+        let dir = tempfile::tempdir().unwrap();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let self_signed = |name: &str, cn: &str| {
+            let (k, c, s) = (
+                format!("{name}-key.pem"),
+                format!("{name}.pem"),
+                format!("/CN={cn}"),
+            );
+            let mut args = vec![
+                "req", "-x509", "-days", "1", "-subj", &s, "-keyout", &k, "-out", &c,
+            ];
+            args.extend(key);
+            openssl(&args);
+        };
+        let signed = |name: &str, cn: &str, ext: &str| {
+            let (k, r, c, s) = (
+                format!("{name}-key.pem"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+                format!("/CN={cn}"),
+            );
+            let mut args = vec!["req", "-subj", &s, "-keyout", &k, "-out", &r];
+            args.extend(key);
+            openssl(&args);
+            let e = format!("{name}.ext");
+            std::fs::write(dir.path().join(&e), ext).unwrap();
+            openssl(&[
+                "x509",
+                "-req",
+                "-days",
+                "1",
+                "-in",
+                &r,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-extfile",
+                &e,
+                "-out",
+                &c,
+            ]);
+        };
+        self_signed("ca", "mooc-test-ca");
+        signed(
+            "server",
+            "localhost",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        );
+        signed("client", "mooc-lti", "extendedKeyUsage=clientAuth\n");
+        // A client certificate from a CA the engine does not trust.
+        self_signed("stranger", "stranger");
+
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let p = |f: &str| dir.path().join(f).display().to_string();
+        let conf = format!(
+            "foreground = yes\npid =\n[docker]\naccept = 127.0.0.1:{port}\n\
+             connect = /var/run/docker.sock\ncert = {}\nkey = {}\nCAfile = {}\n\
+             verifyChain = yes\nrequireCert = yes\n",
+            p("server.pem"),
+            p("server-key.pem"),
+            p("ca.pem"),
+        );
+        std::fs::write(dir.path().join("stunnel.conf"), conf).unwrap();
+        let stunnel = std::process::Command::new("stunnel")
+            .arg(p("stunnel.conf"))
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "stunnel listens");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        TlsEngine { dir, port, stunnel }
+    }
+
+    /// The `docker_hosts:` entry for this endpoint, with the client certificate `client`.
+    fn host_yaml(&self, client: &str) -> String {
+        let p = |f: &str| self.dir.path().join(f).display().to_string();
+        format!(
+            "  - name: tls\n    endpoint: tcp://127.0.0.1:{port}\n    public_host: 127.0.0.1\n    \
+             tls: {{ ca: {ca}, cert: {cert}, key: {key} }}",
+            port = self.port,
+            ca = p("ca.pem"),
+            cert = p(&format!("{client}.pem")),
+            key = p(&format!("{client}-key.pem")),
+        )
+    }
+}
+
+impl Drop for TlsEngine {
+    fn drop(&mut self) {
+        let _ = self.stunnel.kill();
+        let _ = self.stunnel.wait();
+    }
+}
+
+/// `openssl` and `stunnel` (Debian packages that scripts/test.sh installs) are there.
+fn tls_tools_ready() -> bool {
+    let ok = ["openssl", "stunnel"].iter().all(|tool| {
+        std::process::Command::new(tool)
+            .arg("-version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok()
+    });
+    ok || missing("openssl and stunnel (apt-get install openssl stunnel4)")
+}
+
+#[tokio::test]
+async fn a_docker_host_over_tcp_with_tls_client_certificates_serves_and_a_stranger_is_refused() {
+    if !docker_ready() || !signer_ready() || !tls_tools_ready() {
+        return;
+    }
+    let engine = TlsEngine::start();
+    let mut env = Env::without_docker(PoolOpts {
+        warm: 1,
+        max: 3,
+        hosts: Some(engine.host_yaml("client")),
+        ..Default::default()
+    });
+    let doctor = env.moocctl(&["doctor"]);
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    assert!(report.contains("ok    docker host tls"), "{report}");
+    let out = env.moocctl(&["pool", "warm"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = moocctl_json(&env, &["containers", "list"]);
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["host"], "tls");
+    assert_eq!(listed[0]["state"], "ready");
+
+    env.start_server();
+    let resp = env.launch("over-tls").await;
+    assert_eq!(resp.status, 302, "{}", resp.text());
+    assert_eq!(
+        env.notebook_api_status(resp.header("location").unwrap())
+            .await,
+        200
+    );
+    env.kill_server();
+
+    // The same endpoint with a certificate the engine does not trust: no Docker call gets through.
+    env.write_config(&PoolOpts {
+        warm: 1,
+        max: 3,
+        hosts: Some(engine.host_yaml("stranger")),
+        ..Default::default()
+    });
+    let doctor = env.moocctl(&["doctor"]);
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    assert_eq!(doctor.status.code(), Some(1), "{report}");
+    assert!(report.contains("fail  docker host tls"), "{report}");
 }

@@ -337,6 +337,16 @@ pools:
         self.post("", body).await
     }
 
+    /// The HTTP status the notebook behind a launch's redirect gives for `GET …/api`.
+    pub async fn notebook_api_status(&self, location: &str) -> hyper::StatusCode {
+        let (base, _) = split_notebook_url(location);
+        self.http
+            .get(&format!("{base}api"), &[], Duration::from_secs(10))
+            .await
+            .expect("notebook api request")
+            .status
+    }
+
     /// Docker objects carrying this test's label: (containers, volumes).
     pub fn docker_objects(&self) -> (Vec<String>, Vec<String>) {
         let filter = format!("label=mooc-lti.test={}", self.label);
