@@ -74,10 +74,12 @@ def main():
             if noop and ours:
                 ratios = [o["rate"] / n["rate"] for o, n in zip(ours, noop)]
                 p99 = statistics.median([r["p99_ms"] for r in ours])
+                # The performance issue's ratio targets: 0.25 on SQLite, 0.10 on PostgreSQL.
+                goal = 0.25 if db == "sqlite" else 0.10
                 say("")
                 say(
                     f"Ratio mooc-lti / no-op (per run, paired): {mmm(ratios, '{:.3f}')}; "
-                    f"target >= 0.25: {verdict(statistics.median(ratios) >= 0.25)}. "
+                    f"target >= {goal:.2f}: {verdict(statistics.median(ratios) >= goal)}. "
                     f"p99 {p99:.2f} ms; target <= 10 ms: {verdict(p99 <= 10)}. "
                     f"All launches 302: {verdict(all(r['count_302'] == r['requests'] for r in ours))}."
                 )
