@@ -83,6 +83,14 @@ def main():
                     f"p99 {p99:.2f} ms; target <= 10 ms: {verdict(p99 <= 10)}. "
                     f"All launches 302: {verdict(all(r['count_302'] == r['requests'] for r in ours))}."
                 )
+                replays = sum(r.get("replays", 0) for r in ours)
+                if replays:
+                    refused = sum(r.get("replays_refused", 0) for r in ours)
+                    say("")
+                    say(
+                        f"Replayed nonces mixed into the load (a warm-up launch's body sent again): "
+                        f"{refused} of {replays} refused with 401: {verdict(refused == replays)}."
+                    )
             say("")
 
     first = [r["report"] for r in rows if r["part"] == "first"]

@@ -59,6 +59,11 @@ struct Args {
     /// A name for this run, copied into the JSON
     #[arg(long, default_value = "")]
     name: String,
+    /// Replayed launches mixed evenly into the measured ones: each resends the body of a warm-up
+    /// launch (already answered, so its nonce is spent). The server must refuse every one with
+    /// 401; they are counted apart (`replays`, `replays_refused`) and not in the latencies.
+    #[arg(long, default_value_t = 0)]
+    replays: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,6 +81,9 @@ fn main() -> anyhow::Result<()> {
 #[derive(Default)]
 struct Tally {
     latencies_us: Vec<u32>,
+    /// Statuses of the warm-up requests and of the replays, which are not measured.
+    warmup_statuses: BTreeMap<u16, usize>,
+    replay_statuses: BTreeMap<u16, usize>,
     statuses: BTreeMap<u16, usize>,
     locations: usize,
     errors: usize,
@@ -85,8 +93,14 @@ struct Tally {
 impl Tally {
     fn merge(&mut self, other: Tally) {
         self.latencies_us.extend(other.latencies_us);
-        for (s, n) in other.statuses {
-            *self.statuses.entry(s).or_default() += n;
+        for (mine, theirs) in [
+            (&mut self.statuses, other.statuses),
+            (&mut self.warmup_statuses, other.warmup_statuses),
+            (&mut self.replay_statuses, other.replay_statuses),
+        ] {
+            for (s, n) in theirs {
+                *mine.entry(s).or_default() += n;
+            }
         }
         self.locations += other.locations;
         self.errors += other.errors;
@@ -114,6 +128,9 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     if args.users == 0 || args.connections == 0 {
         bail!("--users and --connections must be at least 1");
     }
+    if args.replays > 0 && (args.warmup == 0 || args.requests == 0) {
+        bail!("--replays resend warm-up launches: it needs --warmup and --requests of at least 1");
+    }
 
     let signing = Instant::now();
     let total = args.warmup + args.requests;
@@ -136,6 +153,26 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     let signing_secs = signing.elapsed().as_secs_f64();
     let bodies = Arc::new(bodies);
 
+    // What each slot sends: the warm-up launches, then the measured ones with a replay of a
+    // warm-up launch after every `every` of them.
+    let mut schedule: Vec<Slot> = (0..args.warmup).map(Slot::Warmup).collect();
+    let every = args
+        .requests
+        .checked_div(args.replays)
+        .map_or(usize::MAX, |n| n.max(1));
+    let mut replayed = 0;
+    for (n, i) in (args.warmup..total).enumerate() {
+        schedule.push(Slot::Measured(i));
+        if replayed < args.replays && (n + 1) % every == 0 {
+            schedule.push(Slot::Replay(replayed % args.warmup));
+            replayed += 1;
+        }
+    }
+    while replayed < args.replays {
+        schedule.push(Slot::Replay(replayed % args.warmup));
+        replayed += 1;
+    }
+
     let mut senders = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
         senders.push(connect(addr).await?);
@@ -146,12 +183,14 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         host_header,
         path,
         bodies,
+        schedule,
         timeout,
     });
 
-    let (senders, _) = phase(&job, senders, 0, args.warmup, false).await;
+    let (senders, warmup) = phase(&job, senders, 0, args.warmup).await;
     let started = Instant::now();
-    let (_, mut tally) = phase(&job, senders, args.warmup, total, true).await;
+    let (_, mut tally) = phase(&job, senders, args.warmup, job.schedule.len()).await;
+    tally.warmup_statuses = warmup.warmup_statuses;
     let elapsed = started.elapsed().as_secs_f64();
 
     tally.latencies_us.sort_unstable();
@@ -169,7 +208,13 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         .map(|(s, n)| (s.to_string(), serde_json::json!(n)))
         .collect();
     let mean_ms = if answered > 0 {
-        tally.latencies_us.iter().map(|&u| f64::from(u)).sum::<f64>() / answered as f64 / 1000.0
+        tally
+            .latencies_us
+            .iter()
+            .map(|&u| f64::from(u))
+            .sum::<f64>()
+            / answered as f64
+            / 1000.0
     } else {
         0.0
     };
@@ -193,6 +238,14 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         "statuses": statuses,
         "count_302": tally.statuses.get(&302).copied().unwrap_or(0),
         "with_location": tally.locations,
+        "warmup_302": tally.warmup_statuses.get(&302).copied().unwrap_or(0),
+        "replays": args.replays,
+        "replays_refused": tally.replay_statuses.get(&401).copied().unwrap_or(0),
+        "replay_statuses": tally
+            .replay_statuses
+            .iter()
+            .map(|(s, n)| (s.to_string(), serde_json::json!(n)))
+            .collect::<serde_json::Map<_, _>>(),
         "errors": tally.errors,
         "first_error": tally.first_error,
         "loadgen_cpu_secs": own_cpu_secs(),
@@ -221,7 +274,16 @@ struct Job {
     host_header: String,
     path: String,
     bodies: Arc<Vec<Bytes>>,
+    schedule: Vec<Slot>,
     timeout: Duration,
+}
+
+/// One request of a run: the index of the body it sends, and how it is counted.
+#[derive(Clone, Copy)]
+enum Slot {
+    Warmup(usize),
+    Measured(usize),
+    Replay(usize),
 }
 
 /// The parameters Coursera sends with privacy sharing on (as in tests/common).
@@ -257,13 +319,12 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
     Ok(sender)
 }
 
-/// Sends requests `from..to` over the connections, each taking the next index when free.
+/// Sends the schedule's slots `from..to` over the connections, each taking the next when free.
 async fn phase(
     job: &Arc<Job>,
     senders: Vec<SendRequest<Full<Bytes>>>,
     from: usize,
     to: usize,
-    measure: bool,
 ) -> (Vec<SendRequest<Full<Bytes>>>, Tally) {
     let next = Arc::new(AtomicUsize::new(from));
     let mut tasks = Vec::with_capacity(senders.len());
@@ -271,7 +332,7 @@ async fn phase(
         let job = job.clone();
         let next = next.clone();
         tasks.push(tokio::spawn(async move {
-            connection_loop(&job, sender, &next, to, measure).await
+            connection_loop(&job, sender, &next, to).await
         }));
     }
     let mut kept = Vec::new();
@@ -296,7 +357,6 @@ async fn connection_loop(
     mut sender: SendRequest<Full<Bytes>>,
     next: &AtomicUsize,
     to: usize,
-    measure: bool,
 ) -> (Option<SendRequest<Full<Bytes>>>, Tally) {
     let mut tally = Tally::default();
     loop {
@@ -304,12 +364,14 @@ async fn connection_loop(
         if i >= to {
             return (Some(sender), tally);
         }
+        let slot = job.schedule[i];
+        let (Slot::Warmup(body) | Slot::Measured(body) | Slot::Replay(body)) = slot;
         let req = Request::builder()
             .method(Method::POST)
             .uri(job.path.as_str())
             .header(header::HOST, job.host_header.as_str())
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Full::new(job.bodies[i].clone()))
+            .body(Full::new(job.bodies[body].clone()))
             .expect("valid request");
         let sent = Instant::now();
         let result = tokio::time::timeout(job.timeout, async {
@@ -323,15 +385,17 @@ async fn connection_loop(
         .await;
         let took = sent.elapsed();
         match result {
-            Ok(Ok((status, location))) => {
-                if measure {
+            Ok(Ok((status, location))) => match slot {
+                Slot::Measured(_) => {
                     tally
                         .latencies_us
                         .push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
                     *tally.statuses.entry(status).or_default() += 1;
                     tally.locations += usize::from(location);
                 }
-            }
+                Slot::Warmup(_) => *tally.warmup_statuses.entry(status).or_default() += 1,
+                Slot::Replay(_) => *tally.replay_statuses.entry(status).or_default() += 1,
+            },
             Ok(Err(e)) => {
                 tally.errors += 1;
                 tally.first_error.get_or_insert_with(|| e.to_string());
