@@ -15,9 +15,8 @@ bash scripts/test-image.sh
 # stunnel and openssl stand in for a Docker engine with TLS client certificates (tests/scaleout.rs).
 if ! command -v stunnel >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q stunnel4 openssl >/dev/null || {
-            apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q stunnel4 openssl >/dev/null
-        }
+        apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q stunnel4 openssl >/dev/null; }
+        apt_install || { apt-get update -q >/dev/null && apt_install; }
     fi
 fi
 if ! python3 -c 'import oauthlib' 2>/dev/null; then

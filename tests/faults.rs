@@ -201,9 +201,8 @@ async fn an_unreachable_docker_endpoint_still_serves_known_notebooks_and_doctor_
     let stranger = env.launch("stranger").await;
     assert_eq!(stranger.status, 503, "{}", stranger.text());
     assert!(stranger.header("retry-after").is_some());
-    let doctor = env.moocctl(&["doctor"]);
-    assert_eq!(doctor.status.code(), Some(1));
-    let out = String::from_utf8_lossy(&doctor.stdout);
+    let (code, out) = env.doctor();
+    assert_eq!(code, Some(1));
     let line = out
         .lines()
         .find(|l| l.contains("docker host remote"))

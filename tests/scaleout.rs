@@ -573,14 +573,14 @@ async fn a_docker_host_over_tcp_with_tls_client_certificates_serves_and_a_strang
         return;
     }
     let engine = TlsEngine::start();
-    let mut env = Env::without_docker(PoolOpts {
+    let presenting = |cert: &str| PoolOpts {
         warm: 1,
         max: 3,
-        hosts: Some(engine.host_yaml("client")),
+        hosts: Some(engine.host_yaml(cert)),
         ..Default::default()
-    });
-    let doctor = env.moocctl(&["doctor"]);
-    let report = String::from_utf8_lossy(&doctor.stdout);
+    };
+    let mut env = Env::without_docker(presenting("client"));
+    let (_, report) = env.doctor();
     assert!(report.contains("ok    docker host tls"), "{report}");
     let out = env.moocctl(&["pool", "warm"]);
     assert!(
@@ -605,14 +605,8 @@ async fn a_docker_host_over_tcp_with_tls_client_certificates_serves_and_a_strang
     env.kill_server();
 
     // The same endpoint with a certificate the engine does not trust: no Docker call gets through.
-    env.write_config(&PoolOpts {
-        warm: 1,
-        max: 3,
-        hosts: Some(engine.host_yaml("stranger")),
-        ..Default::default()
-    });
-    let doctor = env.moocctl(&["doctor"]);
-    let report = String::from_utf8_lossy(&doctor.stdout);
-    assert_eq!(doctor.status.code(), Some(1), "{report}");
+    env.write_config(&presenting("stranger"));
+    let (code, report) = env.doctor();
+    assert_eq!(code, Some(1), "{report}");
     assert!(report.contains("fail  docker host tls"), "{report}");
 }

@@ -337,6 +337,15 @@ pools:
         self.post("", body).await
     }
 
+    /// `moocctl doctor`: its exit code and its report (one line per check).
+    pub fn doctor(&self) -> (Option<i32>, String) {
+        let out = self.moocctl(&["doctor"]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
     /// The HTTP status the notebook behind a launch's redirect gives for `GET …/api`.
     pub async fn notebook_api_status(&self, location: &str) -> hyper::StatusCode {
         let (base, _) = split_notebook_url(location);
